@@ -1,0 +1,564 @@
+"""State of one webinar: de-duplication, presence, windows and the figures published about it.
+
+Plain Python, no framework: the Faust wiring feeds records in, calls `advance()` once per batch, persists the
+keys returned by `take_dirty()`, and publishes what `snapshot()`, `take_closed_windows()`, `summary()` and
+`leads()` return. Every rule is in README "Semantics"; the batch reference in tests/ implements the same rules
+independently.
+
+Idempotence under at-least-once delivery: an attendee remembers recent interaction ids together with the
+(topic, offset) they came from. The same id at the same offset is a redelivery after a restart: the attendee
+part is already in its state and is skipped, while the event part (minute-window counters) is guarded by the
+highest offset it has applied. The same id at another offset is a real duplicate and changes nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from streams.domain.presence import RANK_LEAVE, RANK_OTHER, Presence
+from streams.domain.scoring import Weights, engagement_score
+from streams.domain.windows import WINDOW_MS, WINDOW_TYPES, close_window, window_of
+
+TYPES = ("registration", "join", "leave", "heartbeat", "chat", "question", "poll_vote", "reaction", "cta_click")
+TYPE_INDEX = {t: i for i, t in enumerate(TYPES)}
+REGISTRATION, JOIN, LEAVE, HEARTBEAT, CHAT, QUESTION, POLL_VOTE, REACTION, CTA_CLICK = range(9)
+# Position of each interaction type in a window's counters (registrations are not counted per window).
+WINDOW_SLOT = {TYPE_INDEX[t]: i for i, t in enumerate(WINDOW_TYPES)}
+SESSION_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 2700, 3600, 5400, 7200)
+
+# Outcome of applying one interaction.
+APPLIED, LATE, DUPLICATE = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """The semantic parameters, in ms (Settings holds the operator-facing seconds)."""
+
+    idle_ms: int = 120_000
+    lateness_ms: int = 30_000
+    horizon_ms: int = 600_000
+    weights: Weights = field(default_factory=Weights)
+    drop_off_minute_ratio: float = 0.1
+
+    @classmethod
+    def from_settings(cls, s) -> Params:
+        w = s.score
+        return cls(
+            idle_ms=s.idle_timeout_ms,
+            lateness_ms=s.allowed_lateness_ms,
+            horizon_ms=s.dedup_horizon_ms,
+            weights=Weights(w.dwell, w.chat, w.question, w.poll, w.cta),
+            drop_off_minute_ratio=s.drop_off_minute_ratio,
+        )
+
+
+class Attendee:
+    __slots__ = ("presence", "registered", "key_flag", "account_id", "channel", "counts", "polls", "ids")
+
+    def __init__(self) -> None:
+        self.presence = Presence()
+        self.registered = False
+        self.key_flag = False
+        self.account_id: str | None = None
+        self.channel: str | None = None
+        self.counts = [0] * 9
+        self.polls: list[str] = []  # distinct poll ids voted
+        # Recent ids for de-duplication: [id, topic, offset, ts] in arrival order, pruned by the horizon.
+        self.ids: list[list] = []
+
+    def find_id(self, rid: str) -> list | None:
+        for entry in self.ids:
+            if entry[0] == rid:
+                return entry
+        return None
+
+    def forget_ids(self, before: int) -> None:
+        ids = self.ids
+        if ids and ids[0][3] < before:
+            self.ids = [e for e in ids if e[3] >= before]
+
+    def has_activity(self) -> bool:
+        """Any record other than a registration (makes the attendee a lead even if never present)."""
+        return any(self.counts[1:])
+
+    def dump(self) -> list:
+        return [
+            self.presence.dump(), self.registered, self.key_flag, self.account_id, self.channel,
+            self.counts, self.polls, self.ids,
+        ]
+
+    @classmethod
+    def load(cls, data: list) -> Attendee:
+        a = cls()
+        presence, a.registered, a.key_flag, a.account_id, a.channel, a.counts, a.polls, a.ids = data
+        a.presence = Presence.load(presence)
+        return a
+
+
+class EventState:
+    """Everything LivePulse knows about one event_id."""
+
+    def __init__(self, event_id: str, params: Params) -> None:
+        self.event_id = event_id
+        self.p = params
+        self.attendees: dict[str, Attendee] = {}
+        self.clock: int | None = None  # max ts of non-duplicate interactions
+        self.started: int | None = None
+        self.ended: int | None = None
+        self.first_join: int | None = None  # min ts of non-late joins: the start when no `started` arrives
+        self.first_session: int | None = None  # earliest presence seen: where the minute windows begin
+        self.meta: dict = {}
+        self.key_accounts: set[str] = set()
+        self.polls_seen: set[str] = set()
+        self.late = 0
+        self.duplicates = 0
+        # Minute windows.
+        self.next_window: int | None = None
+        self.windows_done = False
+        self.before = 0  # attendees present just before next_window
+        self.window_counts: dict[int, list[int]] = {}
+        self.window_applied: dict[int, int] = {}  # source topic -> highest offset counted in windows
+        self.curve: list[dict] = []  # every emitted window, for the summary
+        self.peak_closed = 0
+        self.session_hist = [0] * (len(SESSION_BUCKETS) + 1)
+        self.session_sum = 0.0
+        self.summary_done = False
+        self.summary_wall: float | None = None
+        # Not persisted: rebuilt on load / per batch.
+        self._members: dict[int, set[str]] = {}
+        self._timers: dict[int, set[str]] = {}
+        self._timer_heap: list[int] = []
+        self._touched: set[str] = set()
+        self._dirty: set[str] = set()
+        self._event_dirty = False
+        self._closed: list[dict] = []
+        self.wall_last = 0.0  # wall time of the last record, for the silent-room clock advance
+        self.settled_dwell_ms = 0  # dwell up to each attendee's last sign of life, as of the last snapshot
+        self.open_count = 0  # attendees present at the last snapshot
+
+    # ------------------------------------------------------------------ applying records
+    def apply_interaction(self, rec: dict, topic: int = 0, offset: int = -1) -> int:
+        """Apply one decoded interaction (ts already in ms). `offset` < 0 means "no source offset" (tests)."""
+        aid = rec["attendee_id"]
+        rid = rec["id"]
+        ts = rec["ts"]
+        kind = TYPE_INDEX[rec["type"]]
+        att = self.attendees.get(aid)
+        if att is None:
+            att = self.attendees[aid] = Attendee()
+        seen = att.find_id(rid)
+        redelivered = False
+        if seen is not None:
+            if offset >= 0 and seen[1] == topic and seen[2] == offset:
+                redelivered = True
+            else:
+                self.duplicates += 1
+                return DUPLICATE
+        clock = self.clock
+        late = clock is not None and ts < clock - self.p.lateness_ms
+        if not redelivered:
+            att.ids.append([rid, topic, offset, ts])
+            self._apply_to_attendee(att, rec, kind, ts, late)
+            self._dirty.add(aid)
+            self._touched.add(aid)
+            if late:
+                self.late += 1
+        if kind == POLL_VOTE:
+            self.polls_seen.add(rec["poll_id"])
+        if not late and kind != REGISTRATION:
+            if offset < 0 or offset > self.window_applied.get(topic, -1):
+                if offset >= 0:
+                    self.window_applied[topic] = offset
+                counts = self.window_counts.get(w := window_of(ts))
+                if counts is None:
+                    counts = self.window_counts[w] = [0] * len(WINDOW_TYPES)
+                counts[WINDOW_SLOT[kind]] += 1
+            if kind == JOIN and (self.first_join is None or ts < self.first_join):
+                self.first_join = ts
+        if clock is None or ts > clock:
+            self.clock = ts
+        self._event_dirty = True
+        return LATE if late else APPLIED
+
+    def _apply_to_attendee(self, att: Attendee, rec: dict, kind: int, ts: int, late: bool) -> None:
+        att.counts[kind] += 1
+        if kind == REGISTRATION:
+            att.registered = True
+            if att.channel is None:
+                att.channel = rec.get("channel")
+        else:
+            if kind == POLL_VOTE and rec["poll_id"] not in att.polls:
+                att.polls.append(rec["poll_id"])
+            if not late:
+                p = att.presence
+                if self.clock is not None:
+                    p.settle(self.clock - self.p.lateness_ms, self.p.idle_ms, self.ended)
+                p.add(ts, RANK_LEAVE if kind == LEAVE else RANK_OTHER)
+        if rec.get("key_account") is True:
+            att.key_flag = True
+        if att.account_id is None:
+            att.account_id = rec.get("account_id")
+
+    def apply_lifecycle(self, rec: dict) -> None:
+        """Apply a decoded `scheduled` / `started` / `ended` record. Idempotent: replays change nothing."""
+        kind, ts = rec["type"], rec["ts"]
+        for key in ("title", "scheduled_start", "scheduled_end", "cost", "currency"):
+            if key in rec:
+                self.meta[key] = rec[key]
+        if rec.get("key_accounts"):
+            self.key_accounts.update(rec["key_accounts"])
+        if kind == "started":
+            if self.started is None or ts < self.started:
+                self.started = ts
+                if self.next_window is not None and not self.curve and window_of(ts) < self.next_window:
+                    self.next_window, self.before = window_of(ts), 0
+        elif kind == "ended" and self.ended is None:
+            watermark = self.clock - self.p.lateness_ms if self.clock is not None else ts
+            self.ended = max(ts, watermark)
+            self._touched.update(self.attendees)  # every open session closes at the end
+        self._event_dirty = True
+
+    # ------------------------------------------------------------------ once per batch
+    def advance(self) -> None:
+        """Bring derived state up to the clock: refresh touched attendees, time out the silent, close windows."""
+        clock = self.clock if self.clock is not None else (self.ended or 0)
+        p = self.p
+        for aid in self._touched:
+            self._refresh(aid, clock)
+        self._touched.clear()
+        heap, timers = self._timer_heap, self._timers
+        while heap and heap[0] <= clock:
+            due = heapq.heappop(heap)
+            for aid in timers.pop(due, ()):
+                pres = self.attendees[aid].presence
+                if pres.open_start is not None and pres.open_last + p.idle_ms <= clock:
+                    self._refresh(aid, clock)
+        if self.clock is not None and not self.windows_done:
+            self._close_windows(self.clock - p.lateness_ms)
+
+    def _refresh(self, aid: str, clock: int) -> None:
+        pres = self.attendees[aid].presence
+        pres.refresh(clock, self.p.idle_ms, self.ended)
+        members = self._members
+        if pres.tail_sessions:
+            self._note_start(pres.tail_sessions[0][0])
+        if pres.open_start is not None:
+            self._note_start(pres.open_start)
+        first = self.next_window
+        for s_start, _, depart, _ in pres.tail_sessions:
+            for t in (s_start, depart):
+                w = window_of(t)
+                if first is None or w >= first:
+                    members.setdefault(w, set()).add(aid)
+        if pres.open_start is not None:
+            w = window_of(pres.open_start)
+            if first is None or w >= first:
+                members.setdefault(w, set()).add(aid)
+            deadline = pres.open_last + self.p.idle_ms
+            bucket = self._timers.get(deadline)
+            if bucket is None:
+                bucket = self._timers[deadline] = set()
+                heapq.heappush(self._timer_heap, deadline)
+            bucket.add(aid)
+        self._dirty.add(aid)
+
+    def _note_start(self, t: int) -> None:
+        if self.first_session is None or t < self.first_session:
+            self.first_session = t
+            w = window_of(min(t, self.started) if self.started is not None else t)
+            if self.next_window is None or w < self.next_window:
+                if self.next_window is not None:
+                    self.before = 0
+                self.next_window = w
+
+    def _close_windows(self, watermark: int, force: bool = False) -> None:
+        """Emit windows the watermark has passed (all of them up to the end when `force`)."""
+        if self.next_window is None:
+            return
+        last = window_of(self.ended) if self.ended is not None else None
+        while (force or watermark > self.next_window + WINDOW_MS) and not self.windows_done:
+            start = self.next_window
+            if last is not None and start > last:
+                self.windows_done = True
+                break
+            self._emit_window(start)
+            if last is not None and start >= last:
+                self.windows_done = True
+            if force and last is None:
+                break
+
+    def _emit_window(self, start: int) -> None:
+        end = start + WINDOW_MS
+        attendees = self.attendees
+        member_ids = self._members.pop(start, set())
+        members = [_sessions_with_open(attendees[a].presence) for a in member_ids]
+        nxt = [_sessions_with_open(attendees[a].presence) for a in self._members.get(end, ())]
+        figures, self.before = close_window(start, self.before, members, nxt)
+        counts = self.window_counts.pop(start, None) or [0] * len(WINDOW_TYPES)
+        record = {"event_id": self.event_id, **figures}
+        for name, n in zip(WINDOW_TYPES[2:], counts[2:]):
+            record[_plural(name)] = n
+        # Completed sessions leave the histogram once their departure's window is final.
+        for sessions in members:
+            for s_start, dwell_end, depart, _ in sessions:
+                if start <= depart < end and depart != _OPEN:
+                    self._observe_session((dwell_end - s_start) / 1000)
+        for a in member_ids:
+            attendees[a].presence.prune(end)
+        self.peak_closed = max(self.peak_closed, figures["peak_concurrent"])
+        self.curve.append(record)
+        self._closed.append(record)
+        self.next_window = end
+        self._event_dirty = True
+
+    def _observe_session(self, seconds: float) -> None:
+        i = 0
+        while i < len(SESSION_BUCKETS) and seconds > SESSION_BUCKETS[i]:
+            i += 1
+        self.session_hist[i] += 1
+        self.session_sum += seconds
+
+    # ------------------------------------------------------------------ reading
+    def start_ts(self) -> int | None:
+        return self.started if self.started is not None else self.first_join
+
+    def effective_clock(self, wall_now: float) -> int:
+        """Record clock advanced by wall time while the event is silent, so a quiet room still times out."""
+        base = self.clock if self.clock is not None else (self.ended or self.started or 0)
+        silence = max(0.0, wall_now - self.wall_last) if self.wall_last else 0.0
+        return base + int(silence * 1000)
+
+    def summary_due(self, wall_now: float) -> bool:
+        return (
+            self.ended is not None
+            and not self.summary_done
+            and self.effective_clock(wall_now) >= self.ended + self.p.lateness_ms
+        )
+
+    def status(self) -> str:
+        if self.ended is not None:
+            return "ended"
+        return "live" if self.started is not None or self.first_session is not None else "scheduled"
+
+    def snapshot(self, as_of: int) -> dict:
+        """The live figures at event time `as_of` (one pass over the attendees)."""
+        p, idle = self.p, self.p.idle_ms
+        final = self.ended is not None and self.summary_done
+        start = self.start_ts()
+        if self.ended is not None:
+            as_of = max(as_of, self.ended) if final else as_of
+        elapsed = ((self.ended if final else as_of) - start) if start is not None else None
+        current = unique = registrations = attended_registrants = walk_ins = key_attendees = 0
+        voters = clickers = 0
+        dwell_ms = settled_ms = 0
+        totals = [0] * 9
+        score_sum = 0.0
+        polls_seen = len(self.polls_seen)
+        key_accounts = self.key_accounts
+        for aid in sorted(self.attendees):
+            a = self.attendees[aid]
+            pres = a.presence
+            counts = a.counts
+            for i in range(9):
+                totals[i] += counts[i]
+            if a.registered:
+                registrations += 1
+            if counts[POLL_VOTE]:
+                voters += 1
+            if counts[CTA_CLICK]:
+                clickers += 1
+            if not pres.ever_present:
+                continue
+            unique += 1
+            if pres.is_present(as_of, idle):
+                current += 1
+            if a.registered:
+                attended_registrants += 1
+            else:
+                walk_ins += 1
+            if a.key_flag or (a.account_id is not None and a.account_id in key_accounts):
+                key_attendees += 1
+            dwell = pres.dwell(as_of, idle)
+            dwell_ms += dwell
+            settled_ms += pres.settled_dwell()
+            score_sum += engagement_score(
+                p.weights,
+                dwell_ms=dwell,
+                elapsed_ms=elapsed,
+                chats=counts[CHAT],
+                reactions=counts[REACTION],
+                questions=counts[QUESTION],
+                polls_voted=len(a.polls),
+                polls_seen=polls_seen,
+                cta_clicked=counts[CTA_CLICK] > 0,
+            )
+        total_dwell = dwell_ms / 1000
+        self.settled_dwell_ms = settled_ms
+        self.open_count = current
+        return {
+            "event_id": self.event_id,
+            "as_of": as_of,
+            "status": self.status(),
+            "title": self.meta.get("title"),
+            "started_at": self.started,
+            "ended_at": self.ended,
+            "attendees_current": current,
+            "attendees_peak": self.peak_closed if final else max(self.peak_closed, current),
+            "unique_attendees": unique,
+            "registrations": registrations,
+            "attendance_rate": attended_registrants / registrations if registrations else None,
+            "walk_ins": walk_ins,
+            "total_dwell_seconds": total_dwell,
+            "avg_dwell_seconds": total_dwell / unique if unique else 0.0,
+            "interactions": dict(zip(TYPES, totals)),
+            "poll_voters": voters,
+            "cta_clickers": clickers,
+            "engagement_score": score_sum / unique if unique else 0.0,
+            "key_account_attendees": key_attendees,
+        }
+
+    def take_closed_windows(self) -> list[dict]:
+        closed, self._closed = self._closed, []
+        return closed
+
+    def finish(self, wall_now: float) -> tuple[dict, list[dict]]:
+        """Close every remaining window and produce the summary and the leads (once)."""
+        self.advance()
+        self._close_windows(0, force=True)
+        self.summary_done = True
+        self.summary_wall = wall_now
+        self._event_dirty = True
+        summary = self.snapshot(self.ended if self.ended is not None else (self.clock or 0))
+        summary["attendance_curve"] = [
+            {k: w[k] for k in ("attendees_start", "attendees_end", "peak_concurrent", "joins", "leaves")}
+            | {"minute": w["window_start"]}
+            for w in self.curve
+        ]
+        summary["drop_off_minutes"] = [
+            {
+                "minute": w["window_start"],
+                "leaves": w["leaves"],
+                "attendees_start": w["attendees_start"],
+                "drop_off_ratio": w["drop_off_ratio"],
+            }
+            for w in self.curve
+            if w["drop_off_ratio"] >= self.p.drop_off_minute_ratio and w["attendees_start"] > 0
+        ]
+        return summary, self.leads()
+
+    def leads(self) -> list[dict]:
+        p = self.p
+        start = self.start_ts()
+        end = self.ended if self.ended is not None else (self.clock or 0)
+        elapsed = end - start if start is not None else None
+        polls_seen = len(self.polls_seen)
+        out = []
+        for aid in sorted(self.attendees):
+            a = self.attendees[aid]
+            if not (a.registered or a.has_activity()):
+                continue
+            pres, counts = a.presence, a.counts
+            attended = pres.ever_present
+            dwell = pres.dwell(end, p.idle_ms) if attended else 0
+            score = (
+                engagement_score(
+                    p.weights,
+                    dwell_ms=dwell,
+                    elapsed_ms=elapsed,
+                    chats=counts[CHAT],
+                    reactions=counts[REACTION],
+                    questions=counts[QUESTION],
+                    polls_voted=len(a.polls),
+                    polls_seen=polls_seen,
+                    cta_clicked=counts[CTA_CLICK] > 0,
+                )
+                if attended
+                else 0.0
+            )
+            out.append(
+                {
+                    "event_id": self.event_id,
+                    "attendee_id": aid,
+                    "attended": attended,
+                    "registered": a.registered,
+                    "dwell_seconds": dwell / 1000,
+                    "interactions": {t: counts[TYPE_INDEX[t]] for t in _LEAD_TYPES},
+                    "polls_voted": len(a.polls),
+                    "cta_clicked": counts[CTA_CLICK] > 0,
+                    "engagement_score": score,
+                    "key_account": a.key_flag or (a.account_id is not None and a.account_id in self.key_accounts),
+                    "account_id": a.account_id,
+                    "channel": a.channel,
+                }
+            )
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def take_dirty(self) -> tuple[list[str], bool]:
+        """Attendee ids changed since the last call, and whether the event-level record changed.
+        Persist the attendees first and the event record last (README "Commit order")."""
+        dirty, self._dirty = self._dirty, set()
+        event_dirty, self._event_dirty = self._event_dirty, False
+        horizon = (self.clock or 0) - self.p.horizon_ms
+        for aid in dirty:
+            self.attendees[aid].forget_ids(horizon)
+        return sorted(dirty), event_dirty
+
+    def dump_event(self) -> dict:
+        return {
+            "clock": self.clock, "started": self.started, "ended": self.ended, "first_join": self.first_join,
+            "first_session": self.first_session, "meta": self.meta, "key_accounts": sorted(self.key_accounts),
+            "polls_seen": sorted(self.polls_seen), "late": self.late, "duplicates": self.duplicates,
+            "next_window": self.next_window, "windows_done": self.windows_done, "before": self.before,
+            "window_counts": {str(k): v for k, v in self.window_counts.items()},
+            "window_applied": {str(k): v for k, v in self.window_applied.items()},
+            "curve": self.curve, "peak_closed": self.peak_closed, "session_hist": self.session_hist,
+            "session_sum": self.session_sum, "summary_done": self.summary_done, "summary_wall": self.summary_wall,
+        }
+
+    @classmethod
+    def load(cls, event_id: str, params: Params, event: dict | None, attendees: dict[str, list]) -> EventState:
+        """Rebuild from persisted records; derived indexes (window members, timers) are recomputed."""
+        st = cls(event_id, params)
+        if event:
+            for key in ("clock", "started", "ended", "first_join", "first_session", "meta", "late", "duplicates",
+                        "next_window", "windows_done", "before", "curve", "peak_closed", "session_hist",
+                        "session_sum", "summary_done", "summary_wall"):
+                setattr(st, key, event[key])
+            st.key_accounts = set(event["key_accounts"])
+            st.polls_seen = set(event["polls_seen"])
+            st.window_counts = {int(k): v for k, v in event["window_counts"].items()}
+            st.window_applied = {int(k): v for k, v in event["window_applied"].items()}
+        for aid, data in attendees.items():
+            st.attendees[aid] = Attendee.load(data)
+            st._touched.add(aid)
+        st._rebuild_members()
+        st.advance()
+        st._dirty.clear()
+        st._event_dirty = False
+        return st
+
+    def _rebuild_members(self) -> None:
+        first = self.next_window
+        for aid, a in self.attendees.items():
+            for s_start, _, depart, _ in a.presence.final_sessions:
+                for t in (s_start, depart):
+                    w = window_of(t)
+                    if first is None or w >= first:
+                        self._members.setdefault(w, set()).add(aid)
+
+
+_OPEN = 1 << 62
+_LEAD_TYPES = ("join", "leave", "heartbeat", "chat", "question", "poll_vote", "reaction", "cta_click")
+
+
+def _sessions_with_open(p: Presence) -> list:
+    sessions = p.sessions()
+    if p.open_start is not None:
+        return [*sessions, (p.open_start, p.open_last, _OPEN, -1)]
+    return sessions
+
+
+def _plural(name: str) -> str:
+    return name + "s" if not name.endswith("s") else name

@@ -1,0 +1,173 @@
+"""Presence and dwell of one attendee, exact under reordering within the allowed lateness.
+
+Presence is a pure function of an attendee's presence records sorted by (ts, rank): see README "Semantics".
+Streaming it exactly, without keeping every heartbeat, works in two layers:
+
+* a *checkpoint*: the fold state after all records older than the watermark W (no non-late record can ever
+  sort before them again), plus the sessions that fold closed (final);
+* a *tail*: the few sorted records at or after W, re-folded on every change (usually one or two entries).
+
+The derived view (tail sessions and the open session) is recomputed from checkpoint + tail whenever the attendee
+is touched or the clock times them out, so a record arriving out of order simply lands in its sorted place.
+"""
+
+from __future__ import annotations
+
+from bisect import insort
+
+# Session kinds (how a presence interval ended).
+LEAVE, TIMEOUT, ENDED = 0, 1, 2
+# Sort rank of a presence record at equal ts: a leave before anything else, so leave+rejoin at the same ms
+# keeps the attendee present.
+RANK_LEAVE, RANK_OTHER = 0, 1
+
+# A session: (start, dwell_end, depart, kind). Dwell counts [start, dwell_end); the audience curve counts the
+# attendee in [start, depart) -- for an idle timeout dwell stops at the last sign of life but the attendee only
+# leaves the room count once the timeout has elapsed.
+Session = tuple[int, int, int, int]
+
+
+class Presence:
+    """Checkpointed presence fold of one attendee. Times are epoch ms."""
+
+    __slots__ = (
+        "ck_present", "ck_start", "ck_last", "ck_ever",
+        "final_sessions", "final_dwell",
+        "tail",
+        "tail_sessions", "open_start", "open_last",
+    )
+
+    def __init__(self) -> None:
+        self.ck_present = False
+        self.ck_start = 0
+        self.ck_last = 0
+        self.ck_ever = False
+        self.final_sessions: list[Session] = []  # closed by the checkpoint fold; pruned once windows are emitted
+        self.final_dwell = 0  # dwell of every final session, including pruned ones
+        self.tail: list[tuple[int, int]] = []  # sorted (ts, rank) at or after the watermark of insertion
+        # Derived view (recomputed by refresh()).
+        self.tail_sessions: list[Session] = []
+        self.open_start: int | None = None
+        self.open_last = 0
+
+    # --- updates ------------------------------------------------------------------------
+    def add(self, ts: int, rank: int) -> None:
+        """Insert a non-late presence record (duplicates are filtered before this)."""
+        tail = self.tail
+        if not tail or (ts, rank) >= tail[-1]:
+            tail.append((ts, rank))
+        else:
+            insort(tail, (ts, rank))
+
+    def settle(self, watermark: int, idle: int, ended: int | None) -> None:
+        """Fold tail records older than the watermark into the checkpoint (they can no longer move)."""
+        tail = self.tail
+        n = 0
+        for ts, _ in tail:
+            if ts >= watermark:
+                break
+            n += 1
+        if not n:
+            return
+        present, start, last = self.ck_present, self.ck_start, self.ck_last
+        for ts, rank in tail[:n]:
+            if ended is not None and ts > ended:
+                break
+            if present and ts - last >= idle:
+                self._final((start, last, last + idle, TIMEOUT))
+                present = False
+            if rank == RANK_LEAVE:
+                if present:
+                    self._final((start, ts, ts, LEAVE))
+                    present = False
+            else:
+                if not present:
+                    present, start = True, ts
+                    self.ck_ever = True
+                last = ts
+        self.ck_present, self.ck_start, self.ck_last = present, start, last
+        del tail[:n]
+
+    def _final(self, session: Session) -> None:
+        self.final_sessions.append(session)
+        self.final_dwell += session[1] - session[0]
+
+    def refresh(self, clock: int, idle: int, ended: int | None) -> None:
+        """Recompute the derived view: sessions closed by the tail fold, and the open session if any."""
+        present, start, last = self.ck_present, self.ck_start, self.ck_last
+        sessions: list[Session] = []
+        for ts, rank in self.tail:
+            if ended is not None and ts > ended:
+                break
+            if present and ts - last >= idle:
+                sessions.append((start, last, last + idle, TIMEOUT))
+                present = False
+            if rank == RANK_LEAVE:
+                if present:
+                    sessions.append((start, ts, ts, LEAVE))
+                    present = False
+            else:
+                if not present:
+                    present, start = True, ts
+                last = ts
+        self.open_start = None
+        if present:
+            if ended is not None:
+                if ended - last >= idle:
+                    sessions.append((start, last, last + idle, TIMEOUT))
+                else:
+                    sessions.append((start, ended, ended, ENDED))
+            elif clock - last >= idle:
+                sessions.append((start, last, last + idle, TIMEOUT))
+            else:
+                self.open_start, self.open_last = start, last
+        self.tail_sessions = sessions
+
+    def prune(self, before: int) -> None:
+        """Forget final sessions that departed before `before` (their windows are emitted; dwell is kept)."""
+        if self.final_sessions and self.final_sessions[0][2] < before:
+            self.final_sessions = [s for s in self.final_sessions if s[2] >= before]
+
+    # --- reading ------------------------------------------------------------------------
+    @property
+    def ever_present(self) -> bool:
+        return self.ck_ever or bool(self.tail_sessions) or self.open_start is not None
+
+    def sessions(self) -> list[Session]:
+        """Closed sessions still relevant to unemitted windows, oldest first."""
+        return self.final_sessions + self.tail_sessions if self.final_sessions else self.tail_sessions
+
+    def closed_dwell(self) -> int:
+        return self.final_dwell + sum(s[1] - s[0] for s in self.tail_sessions)
+
+    def is_present(self, clock: int, idle: int) -> bool:
+        return self.open_start is not None and clock - self.open_last < idle
+
+    def dwell(self, clock: int, idle: int) -> int:
+        """Dwell in ms at `clock`: an open session grows with the clock until it times out at its last sign of life."""
+        total = self.closed_dwell()
+        if self.open_start is not None:
+            total += (clock if clock - self.open_last < idle else self.open_last) - self.open_start
+        return total
+
+    def settled_dwell(self) -> int:
+        """Dwell up to the last sign of life: never shrinks when an attendee times out (for counters)."""
+        total = self.closed_dwell()
+        if self.open_start is not None:
+            total += self.open_last - self.open_start
+        return total
+
+    # --- persistence ----------------------------------------------------------------------
+    def dump(self) -> list:
+        return [
+            self.ck_present, self.ck_start, self.ck_last, self.ck_ever,
+            self.final_sessions, self.final_dwell, self.tail,
+        ]
+
+    @classmethod
+    def load(cls, data: list) -> Presence:
+        p = cls()
+        (p.ck_present, p.ck_start, p.ck_last, p.ck_ever, sessions, p.final_dwell, tail) = data
+        p.final_sessions = [tuple(s) for s in sessions]
+        p.tail = [tuple(t) for t in tail]
+        return p

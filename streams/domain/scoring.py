@@ -1,0 +1,36 @@
+"""Engagement score of an attendee, 0-100, documented and recomputable by replay (README "Engagement score")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Weights:
+    dwell: float = 40.0
+    chat: float = 15.0
+    question: float = 15.0
+    poll: float = 15.0
+    cta: float = 15.0
+
+
+def engagement_score(
+    w: Weights,
+    *,
+    dwell_ms: int,
+    elapsed_ms: int | None,
+    chats: int,
+    reactions: int,
+    questions: int,
+    polls_voted: int,
+    polls_seen: int,
+    cta_clicked: bool,
+) -> float:
+    """Terms are added in a fixed order so that a replay gives the same float to the last bit."""
+    dwell_term = min(1.0, dwell_ms / elapsed_ms) if elapsed_ms and elapsed_ms > 0 else 0.0
+    score = w.dwell * dwell_term
+    score += w.chat * min(1.0, (chats + reactions) / 3)
+    score += w.question * min(1.0, questions)
+    score += w.poll * (polls_voted / polls_seen if polls_seen else 0.0)
+    score += w.cta * (1.0 if cta_clicked else 0.0)
+    return score

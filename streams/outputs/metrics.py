@@ -1,0 +1,134 @@
+"""Prometheus exposition built at scrape time from the state this worker owns right now.
+
+A custom collector (rather than long-lived Gauge objects) means a worker stops exporting an event the moment
+its partition is revoked or the event expires: no stale series, nothing to unregister. Event series carry the
+label `event_id` only; attendee ids never appear anywhere in the exposition.
+"""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.exposition import generate_latest
+
+from streams.domain.event import SESSION_BUCKETS, TYPES
+from streams.processor import Processor
+
+EVENT_GAUGES = (
+    ("livepulse_attendees_current", "Attendees in the room now (event clock).", "attendees_current"),
+    ("livepulse_attendees_peak", "Most attendees in the room at once so far.", "attendees_peak"),
+    ("livepulse_unique_attendees", "Distinct attendees ever present.", "unique_attendees"),
+    ("livepulse_registrations", "Distinct registered attendees.", "registrations"),
+    ("livepulse_walk_ins", "Attendees present without a registration.", "walk_ins"),
+    ("livepulse_engagement_score", "Mean engagement score of unique attendees (0-100).", "engagement_score"),
+    ("livepulse_key_account_attendees", "Unique attendees from key accounts.", "key_account_attendees"),
+    ("livepulse_poll_voters", "Distinct attendees who voted in a poll.", "poll_voters"),
+    ("livepulse_cta_clickers", "Distinct attendees who clicked a call to action.", "cta_clickers"),
+)
+
+
+class LivePulseCollector:
+    def __init__(self, processor: Processor, batch_sizes: list[int] | None = None) -> None:
+        self.processor = processor
+
+    def collect(self):
+        proc = self.processor
+        yield from self._event_metrics(proc)
+        yield from self._pipeline_metrics(proc)
+
+    def _event_metrics(self, proc: Processor):
+        views = proc.views
+        gauges = {name: GaugeMetricFamily(name, doc, labels=["event_id"]) for name, doc, _ in EVENT_GAUGES}
+        ratio = GaugeMetricFamily(
+            "livepulse_attendance_ratio", "Registered attendees present / registrations.", labels=["event_id"]
+        )
+        interactions = CounterMetricFamily(
+            "livepulse_interactions", "Interactions by type (de-duplicated).", labels=["event_id", "type"]
+        )
+        dwell = CounterMetricFamily(
+            "livepulse_dwell_seconds", "Dwell time of all attendees up to their last sign of life.",
+            labels=["event_id"],
+        )
+        sessions = HistogramMetricFamily(
+            "livepulse_session_duration_seconds", "Duration of completed presence sessions.", labels=["event_id"]
+        )
+        start = GaugeMetricFamily(
+            "livepulse_event_start_timestamp_seconds", "When the event started (event time).", labels=["event_id"]
+        )
+        end = GaugeMetricFamily(
+            "livepulse_event_end_timestamp_seconds", "When the event ended (event time).", labels=["event_id"]
+        )
+        clock = GaugeMetricFamily(
+            "livepulse_event_clock_timestamp_seconds", "Newest event time of the event.", labels=["event_id"]
+        )
+        for event_id, view in views.items():
+            ev = proc.events.get(event_id)
+            if ev is None:
+                continue
+            labels = [event_id]
+            for name, _, field in EVENT_GAUGES:
+                gauges[name].add_metric(labels, view[field])
+            if view["attendance_rate"] is not None:
+                ratio.add_metric(labels, view["attendance_rate"])
+            for t in TYPES:
+                interactions.add_metric([event_id, t], view["interactions"][t])
+            dwell.add_metric(labels, ev.settled_dwell_ms / 1000)
+            cumulative, buckets = 0, []
+            for bound, n in zip((*SESSION_BUCKETS, float("inf")), ev.session_hist):
+                cumulative += n
+                buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
+            sessions.add_metric(labels, buckets, ev.session_sum)
+            if ev.started is not None:
+                start.add_metric(labels, ev.started / 1000)
+            if ev.ended is not None:
+                end.add_metric(labels, ev.ended / 1000)
+            if ev.clock is not None:
+                clock.add_metric(labels, ev.clock / 1000)
+        yield from gauges.values()
+        yield from (ratio, interactions, dwell, sessions, start, end, clock)
+
+    def _pipeline_metrics(self, proc: Processor):
+        c = proc.counters
+        processed = CounterMetricFamily("livepulse_records_processed", "Input records consumed.", labels=["topic"])
+        for topic, n in c.processed.items():
+            processed.add_metric([topic], n)
+        rejected = CounterMetricFamily(
+            "livepulse_records_rejected", "Input records sent to the dead-letter topic.", labels=["reason"]
+        )
+        for reason, n in c.rejected.items():
+            rejected.add_metric([reason], n)
+        yield processed
+        yield rejected
+        yield CounterMetricFamily("livepulse_duplicates_dropped", "Duplicate interactions dropped.", value=c.duplicates)
+        yield CounterMetricFamily("livepulse_late_records", "Records beyond the allowed lateness.", value=c.late)
+        yield CounterMetricFamily(
+            "livepulse_records_rekeyed", "Valid records forwarded to their event's partition.", value=c.rekeyed
+        )
+        yield CounterMetricFamily(
+            "livepulse_records_after_retention", "Records of events already expired, ignored.",
+            value=c.after_retention,
+        )
+        lag = GaugeMetricFamily(
+            "livepulse_event_time_lag_seconds", "Wall clock minus the event time of the newest record processed."
+        )
+        if c.newest_ts is not None:
+            lag.add_metric([], max(0.0, time.time() - c.newest_ts / 1000))
+        yield lag
+        yield GaugeMetricFamily(
+            "livepulse_open_sessions", "Attendees present in state, over owned events.",
+            value=sum(ev.open_count for ev in proc.events.values()),
+        )
+        yield GaugeMetricFamily("livepulse_events_tracked", "Events held in state.", value=len(proc.events))
+
+
+def exposition(processor: Processor) -> bytes:
+    """The Prometheus text for /metrics (a fresh registry: only our collector, nothing global)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(LivePulseCollector(processor))
+    return generate_latest(registry)

@@ -1,0 +1,142 @@
+"""The one typed settings object of LivePulse.
+
+Every option can be set with an environment variable named ``LIVEPULSE_<FIELD>``
+(e.g. ``LIVEPULSE_BROKER``), from a ``.env`` file, or with the matching CLI flag.
+Durations are in seconds (floats allowed) because that is what operators type;
+the domain converts them to the milliseconds it computes in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ScoreWeights(BaseSettings):
+    """Weights of the engagement score (README: "Engagement score"); they should sum to 100."""
+
+    model_config = SettingsConfigDict(env_prefix="LIVEPULSE_SCORE_", extra="ignore")
+
+    dwell: float = Field(40.0, description="Weight of min(1, dwell / elapsed).")
+    chat: float = Field(15.0, description="Weight of min(1, (chats + reactions) / 3).")
+    question: float = Field(15.0, description="Weight of asking at least one question.")
+    poll: float = Field(15.0, description="Weight of distinct polls voted / distinct polls seen.")
+    cta: float = Field(15.0, description="Weight of clicking any call to action.")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="LIVEPULSE_", env_file=".env", extra="ignore", env_nested_delimiter="__"
+    )
+
+    # --- Kafka connection -------------------------------------------------------------
+    broker: str = Field(
+        "kafka://localhost:9092",
+        description="Bootstrap servers, comma separated, each as kafka://host:port.",
+    )
+    app_id: str = Field(
+        "livepulse",
+        description="Faust application id: the consumer group and the prefix of changelog topics.",
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol."
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        None, description="SASL mechanism when security_protocol is SASL_*."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(
+        None, description="SASL password (prefer sasl_password_file; never logged)."
+    )
+    sasl_password_file: Path | None = Field(
+        None, description="File holding the SASL password (e.g. a mounted secret)."
+    )
+    ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers (TLS).")
+    ssl_certfile: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    ssl_keyfile: Path | None = Field(None, description="Client key for mutual TLS.")
+
+    # --- Topics -----------------------------------------------------------------------
+    topic_interactions: str = Field("livepulse.interactions", description="Input: interactions, key event_id.")
+    topic_events: str = Field("livepulse.events", description="Input: event lifecycle/metadata, key event_id.")
+    topic_rekeyed: str = Field(
+        "livepulse.interactions.rekeyed",
+        description="Internal: valid interactions that arrived on the wrong partition, re-keyed by event_id.",
+    )
+    topic_dlq: str = Field("livepulse.dlq", description="Output: rejected input records with their reason.")
+    topic_minute: str = Field("livepulse.engagement.minute", description="Output: closed minute windows.")
+    topic_live: str = Field("livepulse.engagement.live", description="Output: live snapshots (compaction-friendly).")
+    topic_summary: str = Field("livepulse.engagement.summary", description="Output: final event summaries.")
+    topic_leads: str = Field("livepulse.leads", description="Output: one lead per attendee/no-show at event end.")
+    partitions: int = Field(
+        8, ge=1, description="Partitions used when LivePulse creates the input topics; existing topics keep theirs."
+    )
+    replication_factor: int = Field(1, ge=1, description="Replication factor of topics LivePulse creates.")
+
+    # --- Worker -----------------------------------------------------------------------
+    web_host: str = Field("0.0.0.0", description="Address the worker's web server binds to.")
+    web_port: int = Field(6066, ge=1, le=65535, description="Port of /metrics and /health.")
+    data_dir: Path = Field(Path("var/livepulse"), description="Directory for the worker's local state (RocksDB).")
+    store: Literal["memory", "rocksdb"] = Field(
+        "memory", description="Table store: memory (rebuilt from changelog) or rocksdb (needs rocksdict)."
+    )
+    batch_max_records: int = Field(2000, ge=1, description="Most records processed as one batch.")
+    batch_max_wait_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+
+    # --- Semantics (README: "Semantics") ----------------------------------------------
+    idle_timeout_s: float = Field(120.0, gt=0, description="Silence after which a present attendee has left.")
+    allowed_lateness_s: float = Field(
+        30.0, ge=0, description="Out-of-order tolerance: records this far behind the event clock are still exact."
+    )
+    dedup_horizon_s: float = Field(
+        600.0, gt=0, description="How long (event time) interaction ids are remembered for de-duplication."
+    )
+    snapshot_interval_s: float = Field(5.0, gt=0, description="Wall-clock interval of live snapshots.")
+    retention_s: float = Field(
+        900.0, ge=0, description="How long an ended event's state and metric series are kept after its summary."
+    )
+    drop_off_minute_ratio: float = Field(
+        0.1, ge=0, description="A minute whose drop-off ratio reaches this is listed in the summary's drop-off minutes."
+    )
+    max_record_bytes: int = Field(65536, ge=1, description="Largest accepted encoded input record.")
+    max_future_skew_s: float = Field(
+        86400.0, ge=0, description="Records stamped further than this ahead of the wall clock are rejected."
+    )
+    score: ScoreWeights = Field(default_factory=ScoreWeights, description="Engagement score weights.")
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        for part in value.split(","):
+            part = part.strip()
+            host = part.split("://", 1)[-1]
+            if not host or ":" not in host:
+                raise ValueError(f"broker entry {part!r} must look like kafka://host:port")
+        return value
+
+    # Derived values the domain uses (milliseconds, the unit of event time).
+    @property
+    def idle_timeout_ms(self) -> int:
+        return round(self.idle_timeout_s * 1000)
+
+    @property
+    def allowed_lateness_ms(self) -> int:
+        return round(self.allowed_lateness_s * 1000)
+
+    @property
+    def dedup_horizon_ms(self) -> int:
+        return round(self.dedup_horizon_s * 1000)
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """Broker list as host:port strings, for aiokafka."""
+        return [p.strip().split("://", 1)[-1] for p in self.broker.split(",")]
+
+    def sasl_password_value(self) -> str | None:
+        """The SASL password, read from the file when one is configured."""
+        if self.sasl_password_file is not None:
+            return self.sasl_password_file.read_text().strip()
+        return self.sasl_password.get_secret_value() if self.sasl_password else None

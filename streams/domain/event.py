@@ -241,12 +241,14 @@ class EventState:
         pres = self.attendees[aid].presence
         pres.refresh(clock, self.p.idle_ms, self.ended)
         members = self._members
-        if pres.tail_sessions:
-            self._note_start(pres.tail_sessions[0][0])
+        # Sessions the checkpoint closed since the last refresh are final but still feed unemitted windows.
+        sessions = pres.sessions()
+        if sessions:
+            self._note_start(sessions[0][0])
         if pres.open_start is not None:
             self._note_start(pres.open_start)
         first = self.next_window
-        for s_start, _, depart, _ in pres.tail_sessions:
+        for s_start, _, depart, _ in sessions:
             for t in (s_start, depart):
                 w = window_of(t)
                 if first is None or w >= first:

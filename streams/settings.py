@@ -80,11 +80,19 @@ class Settings(BaseSettings):
     web_port: int = Field(6066, ge=1, le=65535, description="Port of /metrics and /health.")
     data_dir: Path = Field(Path("var/livepulse"), description="Directory for the worker's local state (RocksDB).")
     store: Literal["memory", "rocksdb"] = Field(
-        "memory", description="Table store: memory (rebuilt from changelog) or rocksdb (needs rocksdict)."
+        "rocksdb",
+        description="Table store: rocksdb (local files under data_dir, fast restart) or memory (rebuilt from the "
+        "changelog at every start).",
     )
     batch_max_records: int = Field(2000, ge=1, description="Most records processed as one batch.")
     batch_max_wait_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    session_timeout_s: float = Field(
+        10.0, gt=0, description="Consumer-group session timeout: how fast a crashed worker's partitions move on."
+    )
+    startup_wait_s: float = Field(
+        300.0, gt=0, description="How long a starting worker waits for Kafka to answer before giving up."
+    )
 
     # --- Semantics (README: "Semantics") ----------------------------------------------
     idle_timeout_s: float = Field(120.0, gt=0, description="Silence after which a present attendee has left.")

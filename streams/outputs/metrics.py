@@ -33,9 +33,28 @@ EVENT_GAUGES = (
 )
 
 
+BATCH_BUCKETS = (1, 10, 100, 500, 1000, 2000, 5000)
+
+
+class BatchSizes:
+    """Cumulative histogram of batch sizes (a plain object the worker updates once per batch)."""
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(BATCH_BUCKETS) + 1)
+        self.total = 0
+
+    def observe(self, n: int) -> None:
+        i = 0
+        while i < len(BATCH_BUCKETS) and n > BATCH_BUCKETS[i]:
+            i += 1
+        self.counts[i] += 1
+        self.total += n
+
+
 class LivePulseCollector:
-    def __init__(self, processor: Processor, batch_sizes: list[int] | None = None) -> None:
+    def __init__(self, processor: Processor, batch_sizes: BatchSizes | None = None) -> None:
         self.processor = processor
+        self.batch_sizes = batch_sizes
 
     def collect(self):
         proc = self.processor
@@ -125,6 +144,13 @@ class LivePulseCollector:
             value=sum(ev.open_count for ev in proc.events.values()),
         )
         yield GaugeMetricFamily("livepulse_events_tracked", "Events held in state.", value=len(proc.events))
+        if self.batch_sizes is not None:
+            cumulative, buckets = 0, []
+            for bound, n in zip((*map(str, BATCH_BUCKETS), "+Inf"), self.batch_sizes.counts):
+                cumulative += n
+                buckets.append((bound, cumulative))
+            yield HistogramMetricFamily("livepulse_batch_records", "Records per processed batch.", buckets=buckets,
+                                        sum_value=self.batch_sizes.total)
 
 
 def exposition(processor: Processor) -> bytes:

@@ -1,0 +1,237 @@
+"""The Faust worker: orchestration only.
+
+    input topics ──take_events(batch)──▶ Processor.process ──▶ state writes ─▶ table changelog
+    (interactions, events, rekeyed)        (framework-free)  └▶ outputs ─────▶ dlq, minute, summary, leads,
+                                                                               rekeyed, live
+    timer (1 s) ─▶ Processor.tick: due summaries, retention expiry, live snapshots
+    web: /metrics (scrape-time collector over what this worker owns), /health
+
+Commit order (at-least-once, made exact by idempotent processing): a batch's state records (attendee keys first,
+the event key last) and its output records are all sent and acknowledged by the broker *before* the batch's
+offsets are acknowledged to Faust, which commits them afterwards. A crash in between replays the batch; the
+domain's id memory and per-window offsets turn the replay into a no-op.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import click
+import faust
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from streams import kafka
+from streams.outputs.metrics import BatchSizes, LivePulseCollector
+from streams.partitioning import partition_for
+from streams.processor import Output, Processor, RawRecord
+from streams.settings import Settings
+from streams.state.store import TABLE_NAME, PartitionedStore, StateTable, changelog_topic
+
+log = logging.getLogger("livepulse.worker")
+
+TICK_INTERVAL_S = 1.0  # how often due summaries and retention are checked; snapshots follow snapshot_interval_s
+
+
+class Worker:
+    """Moves bytes between Faust and the Processor; owns nothing but the wiring."""
+
+    def __init__(self, app: faust.App, settings: Settings, partitions: int, table: StateTable) -> None:
+        self.app = app
+        self.s = settings
+        self.partitions = partitions
+        self.processor = Processor(settings, partitions=partitions)
+        self.store = PartitionedStore(table)
+        self.owned: set[int] = set()
+        self.ready = False
+        self.last_snapshot = 0.0
+        self.batch_sizes = BatchSizes()
+        table.on_recovered = self.on_recovered
+
+    # ------------------------------------------------------------------ rebalances
+    def on_revoked(self) -> None:
+        self.ready = False
+
+    def on_recovered(self, active: set[int]) -> None:
+        """Recovery of the changelog is complete: drop what we lost, rebuild what we gained."""
+        started = time.monotonic()
+        lost, gained = self.owned - active, active - self.owned
+        if lost:
+            self.processor.drop_partitions(lost)
+            self.store.forget(lost)
+        restored = 0
+        now = time.time()
+        for partition in sorted(gained):
+            restored += self.processor.restore(partition, self.store.scan(partition), now)
+        self.owned = set(active)
+        self.ready = True
+        log.info("partitions %s: restored %d events in %.3f s (released %s)",
+                 sorted(active), restored, time.monotonic() - started, sorted(lost))
+
+    # ------------------------------------------------------------------ the hot path
+    async def handle(self, events: list[Any]) -> None:
+        records = []
+        for event in events:
+            msg = event.message
+            records.append(RawRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value))
+        self.batch_sizes.observe(len(records))
+        out = self.processor.process(records, time.time())
+        await self.emit(out)
+
+    async def tick(self) -> None:
+        if not self.ready:
+            return
+        now = time.time()
+        snapshots = now - self.last_snapshot >= self.s.snapshot_interval_s
+        if snapshots:
+            self.last_snapshot = now
+        await self.emit(self.processor.tick(now, snapshots=snapshots))
+
+    async def emit(self, out: Output) -> None:
+        """Send state and outputs; return only when the broker has acknowledged every record."""
+        s, send = self.s, self.app.producer.send
+        futures = [self.store.write(p, key, value) for p, key, value in out.state]
+        for key, record in out.dead_letters:
+            futures.append(await send(s.topic_dlq, key, orjson.dumps(record), None, None, None))
+        for key, value in out.rekeyed:
+            futures.append(await send(s.topic_rekeyed, key, value, partition_for(key, self.partitions), None, None))
+        for topic, records in ((s.topic_minute, out.minutes), (s.topic_summary, out.summaries),
+                               (s.topic_live, out.live)):
+            for record in records:
+                futures.append(await send(topic, record["event_id"].encode(), orjson.dumps(record), None, None, None))
+        for lead in out.leads:
+            futures.append(await send(s.topic_leads, lead["attendee_id"].encode(), orjson.dumps(lead), None, None,
+                                      None))
+        if futures:
+            await asyncio.gather(*futures)  # raises if a send failed: the agent crashes, nothing is acked
+
+
+# ---------------------------------------------------------------------- topics
+async def prepare_topics(settings: Settings) -> int:
+    """Create missing topics and return N, the partition count every source topic and the changelog share.
+
+    The interactions topic decides N (an operator may have created it with any count); the other source topics
+    and the changelog must be co-partitioned with it, or one event's records would land on different workers.
+    """
+    await kafka.wait_for_broker(settings, timeout=settings.startup_wait_s)
+    counts = await kafka.ensure_topics(settings, {settings.topic_interactions: settings.partitions})
+    n = counts[settings.topic_interactions]
+    compact = {"cleanup.policy": "compact"}
+    co_partitioned = {settings.topic_events: n, settings.topic_rekeyed: n, changelog_topic(settings.app_id): n}
+    outputs = {t: n for t in (settings.topic_dlq, settings.topic_minute, settings.topic_live,
+                              settings.topic_summary, settings.topic_leads)}
+    counts = await kafka.ensure_topics(
+        settings, {**co_partitioned, **outputs},
+        configs={changelog_topic(settings.app_id): compact, settings.topic_live: compact},
+    )
+    wrong = {t: counts[t] for t in co_partitioned if counts[t] != n}
+    if wrong:
+        raise click.ClickException(
+            f"topics must be co-partitioned with {settings.topic_interactions} ({n} partitions), but {wrong}; "
+            "recreate them with the same partition count"
+        )
+    return n
+
+
+# ---------------------------------------------------------------------- the Faust app
+def _credentials(settings: Settings) -> Any:
+    protocol = settings.security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = kafka.ssl_context(settings) if protocol.endswith("SSL") else None
+    if protocol.startswith("SASL_"):
+        return faust.SASLCredentials(username=settings.sasl_username, password=settings.sasl_password_value(),
+                                     mechanism=settings.sasl_mechanism or "PLAIN", ssl_context=context)
+    return faust.SSLCredentials(context)
+
+
+def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{server}" for server in settings.bootstrap_servers],
+        broker_credentials=_credentials(settings),
+        env={},  # configuration comes from Settings only, not from Faust's own environment variables
+        store="rocksdb://" if settings.store == "rocksdb" else "memory://",
+        datadir=str(settings.data_dir),
+        topic_partitions=partitions,
+        topic_replication_factor=settings.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 6),
+        broker_rebalance_timeout=max(10.0, settings.session_timeout_s * 2),
+        web_enabled=True,
+        web_bind=settings.web_host,
+        web_port=settings.web_port,
+        web_host="127.0.0.1" if settings.web_host in ("0.0.0.0", "::") else settings.web_host,
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        autodiscover=False,
+    )
+    source = app.topic(settings.topic_interactions, settings.topic_events, settings.topic_rekeyed,
+                       key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    table = app.tables.add(StateTable(app, name=TABLE_NAME, beacon=app.tables.beacon, key_type=bytes,
+                                      value_type=bytes, partitions=partitions, default=None))
+    worker = Worker(app, settings, partitions, table)
+
+    @app.agent(source)
+    async def process(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(settings.batch_max_records, within=settings.batch_max_wait_s):
+            await worker.handle(events)
+            # returning to take_events acknowledges the batch; Faust commits acknowledged offsets
+
+    async def on_revoked(sender: faust.App, revoked: set, **kwargs: Any) -> None:
+        worker.on_revoked()
+
+    app.on_partitions_revoked.connect(on_revoked)
+
+    @app.timer(interval=TICK_INTERVAL_S)
+    async def tick() -> None:
+        await worker.tick()
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(LivePulseCollector(worker.processor, worker.batch_sizes))
+
+    @app.page("/metrics")
+    async def metrics(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        return self.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+    @app.page("/health")
+    async def health(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+        ok = worker.ready and not app.rebalancing
+        body = {"ready": ok, "partitions": sorted(worker.owned), "events": len(worker.processor.events)}
+        return self.json(body, status=200 if ok else 503)
+
+    return app, worker
+
+
+def run_worker(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log.info("connecting to Kafka at %s", kafka.describe(settings))
+    try:
+        partitions = asyncio.run(prepare_topics(settings))
+    except kafka.KafkaUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run() closed its loop; Faust needs a current one
+    app, _ = build_app(settings, partitions)
+    log.info("worker %s: %d partitions, store %s, metrics on http://%s:%d/metrics",
+             settings.app_id, partitions, settings.store, settings.web_host, settings.web_port)
+    app.finalize()
+    app.worker_init()
+    app.worker_init_post_autodiscover()
+    faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+
+
+@click.command("worker")
+@click.option("--broker", help="Bootstrap servers, kafka://host:port[,...] [env LIVEPULSE_BROKER].")
+@click.option("--web-port", type=int, help="Port of /metrics and /health [env LIVEPULSE_WEB_PORT, 6066].")
+@click.option("--data-dir", type=click.Path(), help="Local state directory [env LIVEPULSE_DATA_DIR].")
+@click.option("--store", type=click.Choice(["memory", "rocksdb"]), help="Table store [env LIVEPULSE_STORE].")
+@click.option("--partitions", type=int, help="Partitions of topics LivePulse creates [env LIVEPULSE_PARTITIONS].")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              help="Log level [env LIVEPULSE_LOG_LEVEL].")
+def worker_command(**flags: Any) -> None:
+    """Run a LivePulse worker (several workers with the same app id share the partitions)."""
+    run_worker(Settings(**{k: v for k, v in flags.items() if v is not None}))

@@ -1,0 +1,101 @@
+"""Durable state: one Faust table of raw bytes, written per partition, backed by a compacted changelog.
+
+The Processor decides *what* to persist (a list of (partition, key, value | tombstone) per batch); this module
+only knows *how*: write the local store (memory or RocksDB) and send the changelog record to the same
+partition number as the input partition the event lives on, so a worker that is assigned input partition p
+recovers exactly the state of partition p.
+
+Faust's own write path (`table[key] = value`) takes the partition from the "current event", which does not
+exist when a whole batch is processed at once (and RocksDB's store asserts it), so the store is addressed by
+explicit partition here. This is the only module that touches Faust store internals.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import faust
+from faust.types import TP
+
+log = logging.getLogger(__name__)
+
+TABLE_NAME = "state"
+
+
+def changelog_topic(app_id: str) -> str:
+    return f"{app_id}-{TABLE_NAME}-changelog"
+
+
+class StateTable(faust.Table):
+    """A raw-bytes table that tells its owner when recovery of newly assigned partitions is complete."""
+
+    on_recovered: Callable[[set[int]], None] | None = None
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        await super().on_recovery_completed(active_tps, standby_tps)
+        if self.on_recovered is None:
+            return
+        try:
+            self.on_recovered({tp.partition for tp in active_tps})
+        except Exception as exc:  # Faust awaits this through asyncio.wait(): an error would vanish silently
+            log.exception("rebuilding state after recovery failed")
+            await self.app.crash(exc)
+            raise
+
+
+class PartitionedStore:
+    """Local store + changelog writes addressed by explicit partition."""
+
+    def __init__(self, table: StateTable) -> None:
+        self.table = table
+
+    @property
+    def _store(self) -> Any:
+        return self.table.data
+
+    def _rocksdb(self) -> bool:
+        return hasattr(self._store, "_db_for_partition")
+
+    def write(self, partition: int, key: bytes, value: bytes | None) -> Any:
+        """Write locally and send the changelog record; returns the send future (await it before committing)."""
+        store = self._store
+        if self._rocksdb():
+            db = store._db_for_partition(partition)
+            if value is None:
+                db.delete(key)
+                store._key_index.pop(key, None)
+            else:
+                db.put(key, value)
+                store._key_index[key] = partition
+        elif value is None:
+            store.data.pop(key, None)
+            store._key_partition.pop(key, None)
+        else:
+            store.data[key] = value
+            store._key_partition[key] = partition
+        return self.table.send_changelog(partition, key, value)
+
+    def scan(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) the store holds for one partition."""
+        store = self._store
+        if self._rocksdb():
+            yield from store._visible_items(store._db_for_partition(partition))
+            return
+        data = store.data
+        for key, p in list(store._key_partition.items()):
+            if p == partition:
+                value = data.get(key)
+                if value is not None:
+                    yield key, value
+
+    def forget(self, partitions: set[int]) -> None:
+        """Memory store: drop the keys of revoked partitions (RocksDB keeps its files for a fast return)."""
+        if self._rocksdb():
+            return
+        store = self._store
+        for key, p in list(store._key_partition.items()):
+            if p in partitions:
+                store.data.pop(key, None)
+                store._key_partition.pop(key, None)

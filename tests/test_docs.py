@@ -1,0 +1,45 @@
+"""The README is the operator's manual: it must match the code it describes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from streams.outputs.metrics import exposition
+from streams.processor import Processor
+from streams.settings import ScoreWeights, Settings
+from streams.testing import raw
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one():
+    first_block = re.search(r"```sh\n(.*?)```", README, re.S).group(1)
+    commands = [line.split("#")[0].strip() for line in first_block.strip().splitlines()]
+    assert commands == ["make demo", "make test"]
+    assert re.search(r"^make test$", (ROOT / ".ci/run").read_text(), re.M)
+
+
+def test_every_setting_is_documented():
+    names = [f"LIVEPULSE_{n.upper()}" for n in Settings.model_fields if n != "score"]
+    names += [f"LIVEPULSE_SCORE_{n.upper()}" for n in ScoreWeights.model_fields]
+    missing = [n for n in names if f"`{n}`" not in README]
+    assert not missing, f"settings missing from README: {missing}"
+    documented = set(re.findall(r"`(LIVEPULSE_[A-Z_]+)`", README))
+    assert documented <= set(names), f"README documents unknown settings: {documented - set(names)}"
+
+
+def test_every_exported_metric_is_documented():
+    t0 = 1_767_000_000_000
+    records = [raw("livepulse.events", {"event_id": "e", "type": "started", "ts": t0}, offset=0)]
+    records += [raw("livepulse.interactions", {"id": f"i{n}", "event_id": "e", "attendee_id": f"a{n % 3}",
+                                               "type": t, "ts": t0 + n * 1000}, offset=n)
+                for n, t in enumerate(["registration", "join", "chat", "leave", "join", "heartbeat"])]
+    proc = Processor(Settings(), partitions=1)
+    proc.process(records, t0 / 1000)
+    proc.tick(t0 / 1000, snapshots=True)
+    names = set(re.findall(r"^# TYPE (\S+) ", exposition(proc).decode(), re.M))
+    assert "livepulse_attendees_current" in names
+    missing = [n for n in sorted(names) if n not in README]
+    assert not missing, f"metrics missing from README: {missing}"

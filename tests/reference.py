@@ -1,9 +1,15 @@
 """The batch reference: every output of LivePulse computed the obvious way from the complete list of records.
 
-Slow on purpose and independent of `streams.domain`: each rule of the README's "Semantics" section is written
-out directly (fold the presence records, evaluate the audience step function at every instant that matters,
-count). The streaming worker must agree with it exactly; tests/test_reference_equality.py and the integration
-tests compare the two.
+Slow on purpose and independent of `streams.domain` (nothing is imported from it): each rule of the semantics
+(README "Semantics") is transcribed directly -- classify every arrival (duplicate / late / kept), fold each
+attendee's sorted presence records into sessions, then evaluate the audience step function
+attendees_current(t) at every instant that matters, and count. The streaming worker must agree with it exactly;
+tests/test_reference_equality.py and tests/integration compare the two.
+
+Input: `reference(arrivals, params)` with `arrivals` = [("interaction" | "event", decoded dict)] in ARRIVAL order
+(any number of events interleaved; `ts` already int epoch ms). Output: {event_id: EventResult} for every event
+that has an `ended` record: the summary, the minute windows, the leads (sorted by attendee_id), every session,
+and the expected Prometheus event series.
 """
 
 from __future__ import annotations
@@ -13,9 +19,10 @@ from dataclasses import dataclass, field
 
 MINUTE = 60_000
 TYPES = ("registration", "join", "leave", "heartbeat", "chat", "question", "poll_vote", "reaction", "cta_click")
-LEAD_TYPES = TYPES[1:]
+LEAD_TYPES = ("join", "leave", "heartbeat", "chat", "question", "poll_vote", "reaction", "cta_click")
 WINDOW_COUNTS = {"heartbeat": "heartbeats", "chat": "chats", "question": "questions", "poll_vote": "poll_votes",
                  "reaction": "reactions", "cta_click": "cta_clicks"}
+SESSION_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 2700, 3600, 5400, 7200)
 
 
 @dataclass
@@ -26,6 +33,12 @@ class Params:
     drop_ratio: float = 0.1
     weights: tuple = (40.0, 15.0, 15.0, 15.0, 15.0)  # dwell, chat, question, poll, cta
 
+    @classmethod
+    def from_settings(cls, s) -> Params:
+        w = s.score
+        return cls(int(s.idle_timeout_s * 1000), int(s.allowed_lateness_s * 1000), int(s.dedup_horizon_s * 1000),
+                   s.drop_off_minute_ratio, (w.dwell, w.chat, w.question, w.poll, w.cta))
+
 
 @dataclass
 class EventResult:
@@ -33,49 +46,57 @@ class EventResult:
     minutes: list[dict]
     leads: list[dict]
     sessions: list[tuple]  # (attendee, start, dwell_end, depart, kind) of every attendee, all closed
+    metrics: dict = field(default_factory=dict)  # (sample name, ((label, value), ...) sorted) -> value
+    late: int = 0
+    duplicates: int = 0
 
 
 @dataclass
 class _Event:
-    clock: int | None = None
+    clock: int | None = None  # max ts of the non-duplicate interactions so far
     started: int | None = None
     ended: int | None = None
-    meta: dict = field(default_factory=dict)
+    title: str | None = None
     key_accounts: set = field(default_factory=set)
-    seen_ids: dict = field(default_factory=dict)  # (attendee, id) -> ts first seen
-    kept: list = field(default_factory=list)  # non-duplicate interactions: (record, late)
+    seen: dict = field(default_factory=dict)  # id -> ts it was first seen at
+    kept: list = field(default_factory=list)  # non-duplicate interactions, arrival order: (record, late)
+    duplicates: int = 0
 
 
-def reference(arrivals: list[tuple[str, dict]], p: Params | None = None) -> dict[str, EventResult]:
-    """`arrivals`: ("interaction" | "event", decoded record) in arrival order, for any number of events."""
-    p = p or Params()
+def classify(arrivals: list[tuple[str, dict]], p: Params) -> dict[str, _Event]:
+    """Walk the arrivals once: lifecycle, duplicates, lateness and the clock, per event."""
     events: dict[str, _Event] = defaultdict(_Event)
     for kind, rec in arrivals:
         ev = events[rec["event_id"]]
-        watermark = ev.clock - p.lateness_ms if ev.clock is not None else None
+        w = None if ev.clock is None else ev.clock - p.lateness_ms  # just BEFORE this record
         if kind == "event":
-            for k in ("title",):
-                if k in rec:
-                    ev.meta[k] = rec[k]
-            ev.key_accounts.update(rec.get("key_accounts", ()))
+            if "title" in rec:
+                ev.title = rec["title"]
+            ev.key_accounts |= set(rec.get("key_accounts") or ())
             if rec["type"] == "started":
                 ev.started = rec["ts"] if ev.started is None else min(ev.started, rec["ts"])
             elif rec["type"] == "ended" and ev.ended is None:
-                ev.ended = rec["ts"] if watermark is None else max(rec["ts"], watermark)
+                ev.ended = rec["ts"] if w is None else max(rec["ts"], w)
             continue
-        key = (rec["attendee_id"], rec["id"])
-        first = ev.seen_ids.get(key)
-        if first is not None and not (ev.clock - first > p.horizon_ms):
-            continue  # duplicate
-        ev.seen_ids[key] = rec["ts"]
-        late = watermark is not None and rec["ts"] < watermark
-        ev.kept.append((rec, late))
+        rid = rec["id"]
+        if rid in ev.seen and not ev.clock - ev.seen[rid] > p.horizon_ms:
+            ev.duplicates += 1
+            continue
+        ev.seen[rid] = rec["ts"]
+        ev.kept.append((rec, w is not None and rec["ts"] < w))
         ev.clock = rec["ts"] if ev.clock is None else max(ev.clock, rec["ts"])
+    return events
+
+
+def reference(arrivals: list[tuple[str, dict]], p: Params | None = None) -> dict[str, EventResult]:
+    """Every ended event's outputs (see the module docstring)."""
+    p = p or Params()
+    events = classify(arrivals, p)
     return {event_id: _result(event_id, ev, p) for event_id, ev in events.items() if ev.ended is not None}
 
 
-def _sessions(records: list[dict], end: int, idle: int) -> list[tuple]:
-    """Fold one attendee's non-late presence records into closed sessions (start, dwell_end, depart, kind)."""
+def fold(records: list[dict], end: int, idle: int) -> list[tuple]:
+    """One attendee's non-late presence records -> sessions (start, dwell_end, depart, kind); rule verbatim."""
     ordered = sorted(records, key=lambda r: (r["ts"], 0 if r["type"] == "leave" else 1, r["id"]))
     sessions, present, start, last = [], False, None, None
     for r in ordered:
@@ -102,102 +123,103 @@ def _sessions(records: list[dict], end: int, idle: int) -> list[tuple]:
 
 def _result(event_id: str, ev: _Event, p: Params) -> EventResult:
     end = ev.ended
-    by_attendee: dict[str, list] = defaultdict(list)  # all non-duplicate records
-    presence: dict[str, list] = defaultdict(list)
+    records: dict[str, list] = defaultdict(list)  # attendee -> non-duplicate records, arrival order
+    presence: dict[str, list] = defaultdict(list)  # attendee -> non-late presence records
     for rec, late in ev.kept:
-        by_attendee[rec["attendee_id"]].append(rec)
+        records[rec["attendee_id"]].append(rec)
         if not late and rec["type"] != "registration":
             presence[rec["attendee_id"]].append(rec)
-    sessions = {aid: _sessions(recs, end, p.idle_ms) for aid, recs in presence.items()}
-    sessions = {aid: s for aid, s in sessions.items() if s}
-    flat = [(aid, *s) for aid, ss in sessions.items() for s in ss]
+    sessions = {aid: fold(recs, end, p.idle_ms) for aid, recs in presence.items()}
+    sessions = {aid: ss for aid, ss in sessions.items() if ss}
+    flat = sorted((aid, *s) for aid, ss in sessions.items() for s in ss)
 
     def current(t: int) -> int:
         return sum(1 for _, start, _, depart, _ in flat if start <= t < depart)
 
-    # --- minute windows
-    firsts = [s[1] for s in flat] + ([ev.started] if ev.started is not None else [])
+    # ---- minute windows: contiguous from min(first session start, started) to the window of E
     minutes = []
-    if firsts:
-        first_w = min(firsts) // MINUTE * MINUTE
-        counts = defaultdict(lambda: defaultdict(int))
+    starts = [s[1] for s in flat] + ([ev.started] if ev.started is not None else [])
+    if starts:
+        counts = defaultdict(lambda: dict.fromkeys(WINDOW_COUNTS.values(), 0))
         for rec, late in ev.kept:
             if not late and rec["type"] in WINDOW_COUNTS:
-                counts[rec["ts"] // MINUTE * MINUTE][WINDOW_COUNTS[rec["type"]]] += 1
-        for s in range(first_w, end // MINUTE * MINUTE + MINUTE, MINUTE):
+                counts[rec["ts"] - rec["ts"] % MINUTE][WINDOW_COUNTS[rec["type"]]] += 1
+        first = min(starts) - min(starts) % MINUTE
+        for s in range(first, end - end % MINUTE + 1, MINUTE):
             e = s + MINUTE
-            instants = [s] + [x[1] for x in flat if s <= x[1] < e]
-            leaves = [x for x in flat if s <= x[3] < e and x[4] in ("leave", "timeout")]
+            leaving = [x for x in flat if s <= x[3] < e and x[4] in ("leave", "timeout")]
             at_start = current(s)
-            window = {
+            # attendees_current only rises at a session start: its max over [s, e) is at s or at such a start
+            instants = [s] + [x[1] for x in flat if s <= x[1] < e]
+            minutes.append({
                 "event_id": event_id, "window_start": s, "window_end": e,
                 "joins": sum(1 for x in flat if s <= x[1] < e),
-                "leaves": len(leaves), "timeouts": sum(1 for x in leaves if x[4] == "timeout"),
+                "leaves": len(leaving),
+                "timeouts": sum(1 for x in leaving if x[4] == "timeout"),
                 "active_attendees": len({x[0] for x in flat if x[1] < e and x[3] > s}),
-                "attendees_start": at_start, "attendees_end": current(e),
+                "attendees_start": at_start,
+                "attendees_end": current(e),
                 "peak_concurrent": max(current(t) for t in instants),
-                "drop_off_ratio": len(leaves) / at_start if at_start else 0.0,
-            }
-            for name in WINDOW_COUNTS.values():
-                window[name] = counts[s][name]
-            minutes.append(window)
+                "drop_off_ratio": len(leaving) / at_start if at_start else 0.0,
+                **counts[s],
+            })
 
-    # --- per attendee and per event
+    # ---- per attendee
     polls_seen = {r["poll_id"] for r, _ in ev.kept if r["type"] == "poll_vote"}
     joins = [r["ts"] for r, late in ev.kept if r["type"] == "join" and not late]
     start = ev.started if ev.started is not None else (min(joins) if joins else None)
-    elapsed = end - start if start is not None else None
+    elapsed = max(0, end - start) if start is not None else None
     w_dwell, w_chat, w_question, w_poll, w_cta = p.weights
-    leads, totals = [], dict.fromkeys(TYPES, 0)
-    unique = registrations = attended_registrants = walk_ins = key_attendees = voters = clickers = 0
-    dwell_total_ms, score_sum = 0, 0.0
-    for aid in sorted(by_attendee):
-        recs = by_attendee[aid]
+    leads = []
+    for aid in sorted(records):
+        recs = records[aid]
         n = {t: sum(1 for r in recs if r["type"] == t) for t in TYPES}
-        for t in TYPES:
-            totals[t] += n[t]
-        registered = n["registration"] > 0
         attended = aid in sessions
-        account = next((r["account_id"] for r in recs if r.get("account_id") is not None), None)
-        channel = next((r.get("channel") for r in recs if r["type"] == "registration"), None)
-        key = any(r.get("key_account") is True for r in recs) or account in ev.key_accounts
-        polls = {r["poll_id"] for r in recs if r["type"] == "poll_vote"}
         dwell = sum(dwell_end - s for s, dwell_end, _, _ in sessions.get(aid, ()))
+        polls = {r["poll_id"] for r in recs if r["type"] == "poll_vote"}
         score = 0.0
         if attended:
-            score = w_dwell * (min(1.0, dwell / elapsed) if elapsed and elapsed > 0 else 0.0)
+            score = w_dwell * (min(1.0, dwell / elapsed) if elapsed else 0.0)
             score += w_chat * min(1.0, (n["chat"] + n["reaction"]) / 3)
             score += w_question * min(1.0, n["question"])
             score += w_poll * (len(polls) / len(polls_seen) if polls_seen else 0.0)
             score += w_cta * (1.0 if n["cta_click"] else 0.0)
-        registrations += registered
-        voters += n["poll_vote"] > 0
-        clickers += n["cta_click"] > 0
-        if attended:
-            unique += 1
-            attended_registrants += registered
-            walk_ins += not registered
-            key_attendees += key
-            dwell_total_ms += dwell
-            score_sum += score
-        if registered or any(r["type"] != "registration" for r in recs):
-            leads.append({
-                "event_id": event_id, "attendee_id": aid, "attended": attended, "registered": registered,
-                "dwell_seconds": dwell / 1000, "interactions": {t: n[t] for t in LEAD_TYPES},
-                "polls_voted": len(polls), "cta_clicked": n["cta_click"] > 0, "engagement_score": score,
-                "key_account": key, "account_id": account, "channel": channel,
-            })
-    total_dwell = dwell_total_ms / 1000
+        accounts = [r["account_id"] for r in recs if r.get("account_id") is not None]
+        channels = [r["channel"] for r in recs if r["type"] == "registration" and r.get("channel") is not None]
+        leads.append({
+            "event_id": event_id, "attendee_id": aid, "attended": attended, "registered": n["registration"] > 0,
+            "dwell_seconds": dwell / 1000, "interactions": {t: n[t] for t in LEAD_TYPES},
+            "polls_voted": len(polls), "cta_clicked": n["cta_click"] > 0, "engagement_score": score,
+            "key_account": any(r.get("key_account") is True for r in recs)
+                           or any(a in ev.key_accounts for a in accounts),
+            "account_id": accounts[0] if accounts else None, "channel": channels[0] if channels else None,
+            "_dwell_ms": dwell,
+        })
+    # a lead per attendee with any non-registration record, and per registrant (no-shows included)
+    leads = [x for x in leads if x["registered"] or any(x["interactions"].values())]
+
+    # ---- per event
+    present = [x for x in leads if x["attended"]]
+    registered = [x for x in leads if x["registered"]]
+    dwell_ms = sum(x["_dwell_ms"] for x in present)
+    total_dwell = dwell_ms / 1000
+    unique = len(present)
+    totals = {t: sum(1 for r, _ in ev.kept if r["type"] == t) for t in TYPES}
+    peak = max([current(x[1]) for x in flat] + [0])
     summary = {
-        "event_id": event_id, "as_of": end, "status": "ended", "title": ev.meta.get("title"),
-        "started_at": ev.started, "ended_at": end, "attendees_current": 0,
-        "attendees_peak": max((m["peak_concurrent"] for m in minutes), default=0),
-        "unique_attendees": unique, "registrations": registrations,
-        "attendance_rate": attended_registrants / registrations if registrations else None,
-        "walk_ins": walk_ins, "total_dwell_seconds": total_dwell,
+        "event_id": event_id, "as_of": end, "status": "ended", "title": ev.title,
+        "started_at": ev.started, "ended_at": end, "attendees_current": current(end),
+        "attendees_peak": peak,
+        "unique_attendees": unique, "registrations": len(registered),
+        "attendance_rate": sum(1 for x in registered if x["attended"]) / len(registered) if registered else None,
+        "walk_ins": sum(1 for x in present if not x["registered"]),
+        "total_dwell_seconds": total_dwell,
         "avg_dwell_seconds": total_dwell / unique if unique else 0.0,
-        "interactions": totals, "poll_voters": voters, "cta_clickers": clickers,
-        "engagement_score": score_sum / unique if unique else 0.0, "key_account_attendees": key_attendees,
+        "interactions": totals,
+        "poll_voters": len({r["attendee_id"] for r, _ in ev.kept if r["type"] == "poll_vote"}),
+        "cta_clickers": len({r["attendee_id"] for r, _ in ev.kept if r["type"] == "cta_click"}),
+        "engagement_score": sum(x["engagement_score"] for x in present) / unique if unique else 0.0,
+        "key_account_attendees": sum(1 for x in present if x["key_account"]),
         "attendance_curve": [
             {"minute": m["window_start"], "attendees_start": m["attendees_start"], "attendees_end": m["attendees_end"],
              "peak_concurrent": m["peak_concurrent"], "joins": m["joins"], "leaves": m["leaves"]}
@@ -209,7 +231,41 @@ def _result(event_id: str, ev: _Event, p: Params) -> EventResult:
             for m in minutes if m["attendees_start"] > 0 and m["drop_off_ratio"] >= p.drop_ratio
         ],
     }
-    return EventResult(summary, minutes, leads, flat)
+    for x in leads:
+        del x["_dwell_ms"]
+    result = EventResult(summary, minutes, leads, flat, late=sum(1 for _, late in ev.kept if late),
+                         duplicates=ev.duplicates)
+    result.metrics = _metrics(event_id, ev, summary, flat)
+    return result
+
+
+def _metrics(event_id: str, ev: _Event, summary: dict, flat: list[tuple]) -> dict:
+    """The event series /metrics shows once the summary is out (sample name, sorted labels) -> value."""
+    out: dict = {}
+
+    def put(name: str, value, **labels) -> None:
+        out[(name, tuple(sorted({"event_id": event_id, **labels}.items())))] = float(value)
+
+    for name in ("attendees_current", "attendees_peak", "unique_attendees", "registrations", "walk_ins",
+                 "engagement_score", "key_account_attendees", "poll_voters", "cta_clickers"):
+        put(f"livepulse_{name}", summary[name])
+    if summary["attendance_rate"] is not None:
+        put("livepulse_attendance_ratio", summary["attendance_rate"])
+    for t in TYPES:
+        put("livepulse_interactions_total", summary["interactions"][t], type=t)
+    put("livepulse_dwell_seconds_total", summary["total_dwell_seconds"])
+    durations = [(dwell_end - start) / 1000 for _, start, dwell_end, _, _ in flat]  # every session is complete
+    for bound in SESSION_BUCKETS:
+        put("livepulse_session_duration_seconds_bucket", sum(d <= bound for d in durations), le=str(float(bound)))
+    put("livepulse_session_duration_seconds_bucket", len(durations), le="+Inf")
+    put("livepulse_session_duration_seconds_count", len(durations))
+    put("livepulse_session_duration_seconds_sum", sum(durations))
+    if ev.started is not None:
+        put("livepulse_event_start_timestamp_seconds", ev.started / 1000)
+    put("livepulse_event_end_timestamp_seconds", ev.ended / 1000)
+    if ev.clock is not None:
+        put("livepulse_event_clock_timestamp_seconds", ev.clock / 1000)
+    return out
 
 
 def assert_same(actual, expected, path: str = "$", tol: float = 1e-9) -> None:

@@ -1,5 +1,7 @@
-"""The streaming processor against the batch reference, on simulated webinars of several shapes, across batch
-sizes, partition counts, delivery orders within the lateness, duplicates, and a restart from persisted state."""
+"""The streaming processor against the batch reference (tests/reference.py): summaries, minute windows, leads
+and the /metrics event series, on random webinars (tests/webinars.py) and hand-written edge cases, across batch
+sizes, partition counts, delivery orders within the lateness, duplicates, and a restart from persisted state
+with redelivery."""
 
 from __future__ import annotations
 
@@ -8,35 +10,35 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.ingest.decode import Rejection, decode_event, decode_interaction
+from streams.outputs.metrics import exposition
+from streams.partitioning import partition_for
 from streams.processor import Processor, RawRecord
-from streams.settings import Settings
-from streams.simulate.scenario import ScenarioConfig, concurrent_events, generate, generate_many
 from streams.testing import Collected, run_records
-from tests.reference import Params, assert_same, reference
+from tests.reference import Params, assert_same, classify, reference
+from tests.webinars import NOW_S, SETTINGS, T0, TOPIC, Case, Shape, arrival, deliver, scenario, webinar
+from tests.webinars import to_raw as kafka_records
 
-NOW_S = 1_768_489_200 + 30 * 86_400
-SETTINGS = Settings()
-TOPIC = {"interactions": SETTINGS.topic_interactions, "events": SETTINGS.topic_events}
+PARAMS = Params.from_settings(SETTINGS)
 
 
+# ---------------------------------------------------------------------------------------------- helpers
 def to_raw(sim, partitions: int = 1) -> list[RawRecord]:
-    """Kafka-like records: partition by key, offsets per partition, arrival order kept."""
-    from streams.partitioning import partition_for
-
+    """Kafka records of simulator output (streams.simulate SimRecords): partition by key, offsets per
+    topic-partition, arrival order kept."""
     offsets: dict[tuple, int] = {}
     out = []
     for r in sim:
-        part = partition_for(r.key, partitions)
-        tp = (TOPIC[r.topic], part)
+        tp = (TOPIC["event" if r.topic == "events" else "interaction"], partition_for(r.key, partitions))
         offsets[tp] = offsets.get(tp, -1) + 1
-        out.append(RawRecord(tp[0], part, offsets[tp], r.key, r.value))
+        out.append(RawRecord(tp[0], tp[1], offsets[tp], r.key, r.value))
     return out
 
 
 def arrivals_of(raw: list[RawRecord]) -> list[tuple[str, dict]]:
-    """What the reference sees: the decodable records, in the order one event's partition delivers them."""
+    """The decodable records of Kafka records, in order (what the reference sees of them)."""
     out = []
     for r in raw:
         is_event = r.topic == SETTINGS.topic_events
@@ -46,102 +48,316 @@ def arrivals_of(raw: list[RawRecord]) -> list[tuple[str, dict]]:
     return out
 
 
-def compare(got: Collected, raw: list[RawRecord]) -> None:
-    expected = reference(arrivals_of(raw), Params())
+def event_metrics(processor: Processor) -> dict[str, dict]:
+    """/metrics event series per event_id: (sample name, sorted labels) -> value."""
+    out: dict[str, dict] = {}
+    for family in text_string_to_metric_families(exposition(processor).decode()):
+        for s in family.samples:
+            if "event_id" in s.labels:
+                out.setdefault(s.labels["event_id"], {})[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def compare(got: Collected, arrivals: list[tuple[str, dict]], processor: Processor | None = None) -> dict:
+    """Every output of `got` equals the reference of `arrivals`; returns the reference results."""
+    expected = reference(arrivals, PARAMS)
     assert set(got.summaries) == set(expected), "one summary per ended event"
     for event_id, result in expected.items():
-        assert_same(got.summaries[event_id], result.summary, f"summary[{event_id}]")
+        summary = got.summaries[event_id]
+        assert_same(summary, result.summary, f"summary[{event_id}]")
+        assert summary["total_dwell_seconds"] == result.summary["total_dwell_seconds"], "dwell exact to the ms"
         minutes = sorted((m for m in got.minutes if m["event_id"] == event_id), key=lambda m: m["window_start"])
         assert_same(minutes, result.minutes, f"minutes[{event_id}]")
-        leads = sorted((lead for lead in got.leads if lead["event_id"] == event_id), key=lambda x: x["attendee_id"])
-        assert_same(leads, result.leads, f"leads[{event_id}]")
+        leads = {x["attendee_id"]: x for x in got.leads if x["event_id"] == event_id}
+        assert len(leads) == sum(x["event_id"] == event_id for x in got.leads), "one lead per attendee"
+        want = {x["attendee_id"]: x for x in result.leads}
+        assert set(leads) == set(want), f"leads[{event_id}] attendees"
+        for aid, lead in want.items():
+            assert_same(leads[aid], lead, f"leads[{event_id}][{aid}]")
+            assert leads[aid]["dwell_seconds"] == lead["dwell_seconds"], "dwell exact to the ms"
+    if processor is not None:
+        shown = event_metrics(processor)
+        for event_id, result in expected.items():
+            assert set(shown.get(event_id, {})) == set(result.metrics), f"metrics[{event_id}] series"
+            for key, value in result.metrics.items():
+                assert_same(shown[event_id][key], value, f"metrics[{event_id}]{key}")
+        events = classify(arrivals, PARAMS).values()
+        assert processor.counters.duplicates == sum(e.duplicates for e in events)
+        assert processor.counters.late == sum(late for e in events for _, late in e.kept)
+    return expected
 
 
+def run(arrivals, *, partitions: int = 1, batch_size: int = 500, seed: int = 0, malformed_rate: float = 0.0,
+        rfc3339_rate: float = 0.1) -> Collected:
+    raw = kafka_records(arrivals, partitions, seed=seed, malformed_rate=malformed_rate, rfc3339_rate=rfc3339_rate)
+    got = run_records(raw, SETTINGS, batch_size=batch_size, partitions=partitions, wall_start=NOW_S)
+    assert not got.rekeyed, "records keyed by event_id stay on their partition"
+    assert arrivals_of(raw) == arrivals or malformed_rate or rfc3339_rate, "decode gives back the records"
+    return got
+
+
+def outputs(got: Collected) -> tuple:
+    """Everything a consumer sees, order-insensitive where the order is not part of the contract."""
+    minutes = sorted(got.minutes, key=lambda m: (m["event_id"], m["window_start"]))
+    leads = sorted(got.leads, key=lambda x: (x["event_id"], x["attendee_id"]))
+    return dict(sorted(got.summaries.items())), minutes, leads
+
+
+# ---------------------------------------------------------------------------------------------- shapes
 SHAPES = {
-    "default": dict(registrants=150),
-    "no drop, no faults": dict(registrants=80, drop_fraction=0.0, duplicate_rate=0, reorder_rate=0,
-                               malformed_rate=0),
-    "heavy faults": dict(registrants=120, duplicate_rate=0.1, reorder_rate=0.3, max_delay_s=25),
-    "big drop, many vanish": dict(registrants=150, drop_fraction=0.6, vanish_rate=0.5),
-    "short and tiny": dict(registrants=5, duration_s=300),
-    "walk-ins only": dict(registrants=20, attend_rate=0.0, walk_in_rate=1.0),
+    "default": Shape(),
+    "bigger, faulty": Shape(attendees=40, duration_s=1500, dup_rate=0.1, reorder_rate=0.6),
+    "tiny": Shape(attendees=2, duration_s=120, no_shows=1, oddballs=False, extra_lifecycle=False),
+    "one attendee": Shape(attendees=1, duration_s=300, no_shows=0, oddballs=False),
+    "no registrations": Shape(register_rate=0.0, no_shows=0),
+    "no started record": Shape(started=False),
+    "everyone vanishes": Shape(vanish_rate=1.0, gap_rate=0.1, stay_rate=0.0),
+    "big drop": Shape(attendees=30, drop_fraction=0.8),
+    "really late records": Shape(late_rate=0.05),
+    "ended runs ahead": Shape(ended_ahead_ms=120_000),
+    "no key accounts": Shape(key_accounts=()),
 }
 
 
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, 2, 3])
 def test_one_webinar_equals_the_reference(shape, seed):
-    raw = to_raw(generate(ScenarioConfig(seed=seed, **SHAPES[shape])))
-    compare(run_records(raw, SETTINGS, batch_size=400, wall_start=NOW_S), raw)
+    arrivals = scenario(seed, {"ev-1": SHAPES[shape]})
+    got = run(arrivals, batch_size=[1, 7, 500][seed % 3], seed=seed, malformed_rate=0.01)
+    compare(got, arrivals, got.processor)
 
 
-@pytest.mark.parametrize("batch_size,partitions", [(1, 1), (7, 4), (500, 4), (5000, 3)])
-def test_concurrent_webinars_any_batching_and_partitioning(batch_size, partitions):
-    raw = to_raw(generate_many(concurrent_events(9, 4, registrants=60, duration_s=900)), partitions)
-    got = run_records(raw, SETTINGS, batch_size=batch_size, partitions=partitions, wall_start=NOW_S)
-    compare(got, raw)
-    assert not got.rekeyed, "records keyed by event_id stay on their partition"
+@pytest.mark.parametrize("batch_size,partitions", [(1, 1), (7, 4), (500, 4), (500, 1)])
+@pytest.mark.parametrize("seed", [11, 12])
+def test_interleaved_webinars_any_batching_and_partitioning(seed, batch_size, partitions):
+    shapes = {f"web-{i}": Shape(attendees=8 + 3 * i, duration_s=300 + 240 * i, started=i != 2,
+                                late_rate=0.02 if i == 3 else 0.0) for i in range(6)}
+    arrivals = scenario(seed, shapes)
+    got = run(arrivals, batch_size=batch_size, partitions=partitions, seed=seed, malformed_rate=0.01)
+    compare(got, arrivals, got.processor)
 
 
-def _bounded_shuffle(raw: list[RawRecord], rnd: random.Random, max_shift_ms: int) -> list[RawRecord]:
-    """Delay random records by up to `max_shift_ms` of event time (so none ends up later than the lateness)."""
-    import orjson
+# ---------------------------------------------------------------------------------------------- edge cases
+def _edge_cases() -> dict[str, Case]:
+    c = {}
+    c["leave at the same ms as the join"] = (Case().life("started", 0).i("a", "join", 10).i("a", "leave", 10)
+                                             .life("ended", 300))
+    c["join, leave same ms then nothing: times out"] = (Case().i("a", "join", 5).i("a", "leave", 5)
+                                                        .i("b", "join", 6).i("b", "leave", 50).life("ended", 600))
+    c["join after ended"] = (Case().life("started", 0).i("a", "join", 1).life("ended", 100).i("b", "join", 101)
+                             .i("b", "chat", 102).i("a", "heartbeat", 110).i("c", "registration", 120))
+    c["no registrations, no started record"] = (Case().i("a", "join", 3.5).i("b", "join", 61).i("a", "chat", 62)
+                                                .i("b", "leave", 90).life("ended", 200))
+    c["only registrations"] = Case().i("a", "registration", -3600).i("b", "registration", -60).life("ended", 0)
+    c["only lifecycle"] = Case().life("scheduled", -86400, title="T").life("started", 0).life("ended", 180)
+    c["ended record twice, second ignored"] = (Case().i("a", "join", 0).life("ended", 200).i("a", "heartbeat", 210)
+                                               .life("ended", 100))
+    c["ended arrives late: E = watermark"] = (Case().i("a", "join", 0).i("a", "heartbeat", 100)
+                                              .i("a", "heartbeat", 130).life("ended", 40))
+    c["ended exactly at a window start"] = (Case().i("a", "join", 0).i("b", "join", 119.999).life("ended", 120)
+                                            .i("c", "join", 120))
+    c["late records count in totals only"] = (Case().life("started", 0).i("a", "registration", 1)
+                                              .i("a", "join", 100).i("b", "join", 0.5).i("b", "chat", 60)
+                                              .i("c", "poll_vote", 10, poll_id="p1", key_account=True)
+                                              .i("a", "poll_vote", 101, poll_id="p2").life("ended", 200))
+    c["timeout in the gap and return without join"] = (Case().i("a", "join", 0).i("a", "heartbeat", 30)
+                                                       .i("a", "heartbeat", 150).i("a", "chat", 170)
+                                                       .i("a", "heartbeat", 300).life("ended", 400))
+    c["timeout exactly at idle"] = Case().i("a", "join", 0).i("a", "heartbeat", 120).life("ended", 240)
+    c["still present at the end, ended within idle"] = (Case().i("a", "join", 0).i("a", "heartbeat", 100)
+                                                        .life("ended", 219.999))
+    c["duplicates: same id re-sent"] = (Case().i("a", "join", 0, rid="x").i("a", "join", 0, rid="x")
+                                        .i("a", "chat", 5, rid="y").i("a", "chat", 5, rid="y")
+                                        .i("a", "leave", 20).life("ended", 60))
+    c["key account by the event's list, announced late"] = (Case().i("a", "join", 0, account_id="acme")
+                                                             .i("b", "join", 1, account_id="hooli")
+                                                             .life("started", 2, key_accounts=["acme"])
+                                                             .life("ended", 100, key_accounts=["hooli"]))
+    c["walk-in and registered no-show"] = (Case().i("a", "registration", -100, channel="email")
+                                           .i("b", "registration", -50).i("c", "join", 0).i("b", "leave", 10)
+                                           .life("ended", 30))
+    c["two events interleaved, same attendee and ids"] = (Case().i("a", "join", 0, "e1", rid="1")
+                                                          .i("a", "join", 0, "e2", rid="1")
+                                                          .i("a", "leave", 30, "e1", rid="2")
+                                                          .life("ended", 40, "e1").life("ended", 50, "e2"))
+    c["started later than the first join"] = (Case().i("a", "join", -200).i("b", "join", 0).life("started", 10)
+                                              .life("started", 5).life("ended", 100))
+    c["reconnect at the same ms"] = (Case().i("a", "join", 0).i("a", "join", 50).i("a", "leave", 50)
+                                     .i("a", "leave", 80).life("ended", 100))
+    c["started, minutes of registrations only, then a join"] = (Case().life("started", 0)
+                                                                .i("r", "registration", 30)
+                                                                .i("r", "registration", 200)
+                                                                .i("a", "join", 230).life("ended", 400))
+    c["polls seen by non-attendees"] = (Case().i("a", "join", 0).i("a", "poll_vote", 1, poll_id="p1")
+                                        .i("b", "poll_vote", 2, poll_id="p2").i("b", "cta_click", 3, cta_id="x")
+                                        .life("ended", 100))
+    c["same id from another attendee is a duplicate"] = (Case().i("a", "join", 0, rid="x").i("b", "join", 1, rid="x")
+                                                         .i("b", "chat", 2, rid="y").life("ended", 100))
+    c["account id changes: any key account counts"] = (Case().i("a", "join", 0, account_id="hooli")
+                                                       .i("a", "chat", 1, account_id="acme")
+                                                       .life("ended", 100, key_accounts=["acme"]))
+    c["channel from the first registration that has one"] = (Case().i("a", "registration", -100)
+                                                             .i("a", "registration", -50, channel="partner")
+                                                             .i("a", "join", 0).life("ended", 100))
+    return c
 
-    keyed = []
-    for i, r in enumerate(raw):
-        try:
-            ts = orjson.loads(r.value)["ts"]
-        except Exception:  # noqa: BLE001 - malformed or RFC 3339: keep its place
-            ts = None
-        if not isinstance(ts, int):
-            keyed.append((keyed[-1][0] if keyed else 0, i, r))
-            continue
-        keyed.append((ts + (rnd.randint(0, max_shift_ms) if rnd.random() < 0.3 else 0), i, r))
-    keyed.sort(key=lambda k: (k[0], k[1]))
-    offsets: dict[str, int] = {}
-    out = []
-    for _, _, r in keyed:
-        offsets[r.topic] = offsets.get(r.topic, -1) + 1
-        out.append(r._replace(offset=offsets[r.topic]))
-    return out
+
+EDGE_CASES = _edge_cases()
 
 
-@settings(max_examples=12, deadline=None)
-@given(st.integers(0, 10_000), st.sampled_from([1, 50, 1000]))
-def test_reordering_within_lateness_changes_nothing(seed, batch_size):
-    base = to_raw(generate(ScenarioConfig(seed=seed, registrants=40, duration_s=600, reorder_rate=0,
-                                          duplicate_rate=0.05)))
-    shuffled = _bounded_shuffle(base, random.Random(seed), 9_000)  # + simulator's own <= 20 s stays < 30 s
-    a = run_records(base, SETTINGS, batch_size=batch_size, wall_start=NOW_S)
-    b = run_records(shuffled, SETTINGS, batch_size=batch_size, wall_start=NOW_S)
-    compare(b, shuffled)
-    for event_id in a.summaries:
-        assert_same(b.summaries[event_id], a.summaries[event_id])
-    key = lambda x: (x["event_id"], x["attendee_id"])  # noqa: E731
-    assert_same(sorted(b.leads, key=key), sorted(a.leads, key=key))
+@pytest.mark.parametrize("name", EDGE_CASES)
+@pytest.mark.parametrize("batch_size", [1, 500])
+def test_edge_case_equals_the_reference(name, batch_size):
+    arrivals = EDGE_CASES[name].arrivals
+    got = run(arrivals, batch_size=batch_size, rfc3339_rate=0.0)
+    compare(got, arrivals, got.processor)
 
 
-@pytest.mark.parametrize("cut", [0.3, 0.5, 0.8])
-def test_restart_from_persisted_state_with_redelivery_changes_nothing(cut):
-    raw = to_raw(generate_many(concurrent_events(4, 2, registrants=80, duration_s=900)), 2)
+def test_an_id_is_new_again_once_the_horizon_has_passed():
+    case = (Case().i("a", "join", 0, rid="x").i("a", "heartbeat", 100).i("b", "join", 300)
+            .i("b", "heartbeat", 400).i("b", "heartbeat", 500).i("b", "heartbeat", 600.001)
+            .i("c", "chat", 600.5, rid="x")  # 600.001 s after "x" was first seen: forgotten, a new record
+            .i("c", "chat", 601, rid="x")  # and now a duplicate again
+            .life("ended", 700))
+    for batch_size in (1, 3, 500):
+        got = run(case.arrivals, batch_size=batch_size, rfc3339_rate=0.0)
+        compare(got, case.arrivals, got.processor)
+        assert got.summaries["ev"]["interactions"]["chat"] == 1
+
+
+# ---------------------------------------------------------------------------------------------- properties
+def _base(seed: int) -> tuple[random.Random, dict[str, list]]:
+    """Histories of two small events (true order), from a seed."""
+    rnd = random.Random(seed)
+    shapes = {"p-1": Shape(attendees=6, duration_s=420, dup_rate=0.0, reorder_rate=0.0),
+              "p-2": Shape(attendees=4, duration_s=300, started=False, dup_rate=0.0, reorder_rate=0.0)}
+    return rnd, {e: webinar(rnd, e, T0 + rnd.randrange(120_000), shape) for e, shape in shapes.items()}
+
+
+def _delivered(histories, rnd, **shape) -> list[tuple[str, dict]]:
+    return arrival(*(deliver(h, rnd, Shape(**shape)) for h in histories.values()))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10**6), st.integers(0, 10**6), st.sampled_from([1, 7, 1000]))
+def test_permuting_within_the_lateness_changes_nothing(seed, order_seed, batch_size):
+    rnd, histories = _base(seed)
+    in_order = _delivered(histories, rnd, dup_rate=0.0, reorder_rate=0.0)
+    shuffled = _delivered(histories, random.Random(order_seed), dup_rate=0.0, reorder_rate=0.7)
+    a = run(in_order, batch_size=batch_size, seed=seed)
+    b = run(shuffled, batch_size=batch_size, seed=order_seed)
+    compare(b, shuffled, b.processor)
+    assert_same(outputs(b), outputs(a))
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10**6), st.integers(0, 10**6), st.sampled_from([1, 7, 1000]))
+def test_duplicates_change_nothing(seed, dup_seed, batch_size):
+    rnd, histories = _base(seed)
+    clean = _delivered(histories, rnd, dup_rate=0.0, reorder_rate=0.3)
+    # re-send random interactions once or twice, right away or a few records later (well within the horizon)
+    rnd = random.Random(dup_seed)
+    noisy = list(clean)
+    for i in sorted(rnd.sample(range(len(clean)), len(clean) // 5), reverse=True):
+        kind, r = clean[i]
+        if kind == "interaction":
+            for _ in range(rnd.choice((1, 1, 2))):
+                k = rnd.randrange(5)
+                if any(x["ts"] - r["ts"] > 60_000 for _, x in clean[i + 1:i + 1 + k]):
+                    k = 0  # (a pre-event registration: the next records may be hours later, beyond the horizon)
+                noisy.insert(i + 1 + k, (kind, dict(r)))
+    a = run(clean, batch_size=batch_size)
+    b = run(noisy, batch_size=batch_size)
+    compare(b, noisy, b.processor)
+    assert_same(outputs(b), outputs(a))
+    assert b.processor.counters.duplicates == len(noisy) - len(clean)
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 10**6), st.sampled_from([1, 4]))
+def test_batches_of_one_and_of_a_thousand_agree(seed, partitions):
+    arrivals = scenario(seed, {f"b-{i}": Shape(attendees=5, duration_s=300, late_rate=0.03) for i in range(3)})
+    one = run(arrivals, batch_size=1, partitions=partitions, seed=seed)
+    many = run(arrivals, batch_size=1000, partitions=partitions, seed=seed)
+    compare(many, arrivals, many.processor)
+    assert_same(outputs(one), outputs(many))
+    assert event_metrics(one.processor) == event_metrics(many.processor)
+
+
+# ---------------------------------------------------------------------------------------------- restart
+@pytest.mark.parametrize("cut", [0.2, 0.5, 0.85])
+@pytest.mark.parametrize("batch_size", [7, 300])
+@pytest.mark.parametrize("redeliver", [50, "all"])
+def test_restart_from_persisted_state_with_redelivery_changes_nothing(cut, batch_size, redeliver):
+    partitions = 2
+    arrivals = scenario(int(cut * 100) + batch_size, {f"r-{i}": Shape(attendees=10, duration_s=600,
+                                                                      late_rate=0.02) for i in range(4)})
+    raw = kafka_records(arrivals, partitions, seed=5)
     split = int(len(raw) * cut)
-    first = Processor(SETTINGS, partitions=2)
+    first = Processor(SETTINGS, partitions=partitions)
     before = Collected()
-    for i in range(0, split, 300):
-        before.add(first.process(raw[i:min(i + 300, split)], NOW_S))
-    # a new worker restores the changelog state, then the last 200 records are delivered again (at-least-once)
-    second = Processor(SETTINGS, partitions=2)
-    for partition in (0, 1):
-        items = [(k, v) for k, v in before.state.items() if any(first.event_partition.get(e) == partition
-                                                                  for e in [k.decode().split("/")[0]])]
+    for i in range(0, split, batch_size):
+        before.add(first.process(raw[i:min(i + batch_size, split)], NOW_S))
+    # a new worker restores each partition from the changelog, then the last 50 records (or all: nothing was
+    # committed) come again
+    second = Processor(SETTINGS, partitions=partitions)
+    for partition in range(partitions):
+        items = [(k, v) for k, v in before.state.items()
+                 if first.event_partition[k.decode().split("/")[0]] == partition]
         second.restore(partition, items, NOW_S)
     after = Collected()
-    for i in range(max(0, split - 200), len(raw), 300):
-        after.add(second.process(raw[i:i + 300], NOW_S))
+    rest = raw[max(0, split - 50):] if redeliver == 50 else raw
+    for i in range(0, len(rest), batch_size):
+        after.add(second.process(rest[i:i + batch_size], NOW_S))
     after.add(second.tick(NOW_S + 86_400, snapshots=False))
-    merged = Collected(minutes=before.minutes + after.minutes, summaries={**before.summaries, **after.summaries},
+    # windows emitted before the crash may come again from the replay: consumers upsert by (event, window)
+    windows: dict[tuple, dict] = {}
+    for m in before.minutes + after.minutes:
+        key = (m["event_id"], m["window_start"])
+        assert windows.setdefault(key, m) == m, f"window {key} emitted twice with different content"
+    merged = Collected(minutes=list(windows.values()), summaries={**before.summaries, **after.summaries},
                        leads=before.leads + after.leads)
-    # minute windows emitted before the crash may be emitted again by the replay: consumers upsert by key
-    dedup = {(m["event_id"], m["window_start"]): m for m in merged.minutes}
-    merged.minutes = list(dedup.values())
-    compare(merged, raw)
+    expected = compare(merged, arrivals_of(raw))
+    shown = event_metrics(second)
+    for event_id, result in expected.items():
+        for key, value in result.metrics.items():
+            assert_same(shown[event_id][key], value, f"metrics[{event_id}]{key}")
+
+
+# ---------------------------------------------------------------------------------------------- the simulator
+@pytest.mark.parametrize("seed", [1, 2])
+def test_simulated_webinar_equals_the_reference(seed):
+    """The realistic simulator's output (bounded duplicates/reordering, malformed records) as well."""
+    from streams.simulate.scenario import ScenarioConfig, generate
+
+    raw = to_raw(generate(ScenarioConfig(seed=seed, registrants=80, duration_s=900)), 2)
+    got = run_records(raw, SETTINGS, batch_size=250, partitions=2, wall_start=NOW_S)
+    compare(got, arrivals_of(raw), got.processor)
+
+
+@pytest.mark.xfail(reason="KNOWN GAP: a crash while one batch's state writes are produced leaves attendee records "
+                          "newer than the event record (no atomic batch in the changelog); replay then double "
+                          "counts pruned-id records and re-emits windows from pruned sessions", strict=False)
+@pytest.mark.parametrize("seed", [20, 24, 30])
+def test_restart_after_a_partly_persisted_batch(seed):
+    rnd = random.Random(seed)
+    arrivals = scenario(seed, {f"r-{i}": Shape(attendees=10, duration_s=600) for i in range(2)})
+    raw = kafka_records(arrivals, 1, seed=5)
+    bs = rnd.choice([7, 50, 100])
+    split = rnd.randrange(bs, len(raw))
+    split -= split % bs
+    first, before = Processor(SETTINGS, partitions=1), Collected()
+    for i in range(0, split, bs):
+        out = first.process(raw[i:i + bs], NOW_S)
+        if i + bs >= split:  # the worker dies while this batch's state records are being produced
+            out.state = out.state[:rnd.randrange(len(out.state) + 1)]
+        before.add(out)
+    second, after = Processor(SETTINGS, partitions=1), Collected()
+    second.restore(0, list(before.state.items()), NOW_S)
+    rest = raw[max(0, split - bs - rnd.randrange(100)):]
+    for i in range(0, len(rest), bs):
+        after.add(second.process(rest[i:i + bs], NOW_S))
+    after.add(second.tick(NOW_S + 86_400, snapshots=False))
+    windows = {(m["event_id"], m["window_start"]): m for m in before.minutes + after.minutes}
+    compare(Collected(minutes=list(windows.values()), summaries={**before.summaries, **after.summaries},
+                      leads=after.leads), arrivals_of(raw))

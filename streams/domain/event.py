@@ -8,7 +8,9 @@ independently.
 Idempotence under at-least-once delivery: an attendee remembers recent interaction ids together with the
 (topic, offset) they came from. The same id at the same offset is a redelivery after a restart: the attendee
 part is already in its state and is skipped, while the event part (minute-window counters) is guarded by the
-highest offset it has applied. The same id at another offset is a real duplicate and changes nothing.
+highest offset it has applied. The same id at another offset is a real duplicate and changes nothing. And as
+an event lives on one partition, any interaction at an offset not above the highest one the event has applied
+is a redelivery too (this also covers records older than the id memory, e.g. registrations days ahead).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ WINDOW_SLOT = {TYPE_INDEX[t]: i for i, t in enumerate(WINDOW_TYPES)}
 SESSION_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 2700, 3600, 5400, 7200)
 
 # Outcome of applying one interaction.
-APPLIED, LATE, DUPLICATE = 0, 1, 2
+APPLIED, LATE, DUPLICATE, REDELIVERED = 0, 1, 2, 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,13 +56,13 @@ class Params:
 
 
 class Attendee:
-    __slots__ = ("presence", "registered", "key_flag", "account_id", "channel", "counts", "polls", "ids")
+    __slots__ = ("presence", "registered", "key_flag", "accounts", "channel", "counts", "polls", "ids")
 
     def __init__(self) -> None:
         self.presence = Presence()
         self.registered = False
         self.key_flag = False
-        self.account_id: str | None = None
+        self.accounts: list[str] = []  # distinct account ids seen, first first (the lead shows the first)
         self.channel: str | None = None
         self.counts = [0] * 9
         self.polls: list[str] = []  # distinct poll ids voted
@@ -73,10 +75,21 @@ class Attendee:
                 return entry
         return None
 
-    def forget_ids(self, before: int) -> None:
+    def forget_ids(self, before: int) -> list[str]:
+        """Drop ids first seen before `before`; returns the ids dropped."""
         ids = self.ids
         if ids and ids[0][3] < before:
             self.ids = [e for e in ids if e[3] >= before]
+            return [e[0] for e in ids if e[3] < before]
+        return []
+
+    @property
+    def account_id(self) -> str | None:
+        return self.accounts[0] if self.accounts else None
+
+    def is_key_account(self, key_accounts: set[str]) -> bool:
+        """Any record flagged key_account, or any account id of theirs in the event's key accounts."""
+        return self.key_flag or any(a in key_accounts for a in self.accounts)
 
     def has_activity(self) -> bool:
         """Any record other than a registration (makes the attendee a lead even if never present)."""
@@ -84,15 +97,17 @@ class Attendee:
 
     def dump(self) -> list:
         return [
-            self.presence.dump(), self.registered, self.key_flag, self.account_id, self.channel,
+            self.presence.dump(), self.registered, self.key_flag, self.accounts, self.channel,
             self.counts, self.polls, self.ids,
         ]
 
     @classmethod
     def load(cls, data: list) -> Attendee:
         a = cls()
-        presence, a.registered, a.key_flag, a.account_id, a.channel, a.counts, a.polls, a.ids = data
+        presence, a.registered, a.key_flag, accounts, a.channel, a.counts, a.polls, a.ids = data
         a.presence = Presence.load(presence)
+        # (state written before account lists: a single account id or null)
+        a.accounts = accounts if isinstance(accounts, list) else [] if accounts is None else [accounts]
         return a
 
 
@@ -119,13 +134,15 @@ class EventState:
         self.before = 0  # attendees present just before next_window
         self.window_counts: dict[int, list[int]] = {}
         self.window_applied: dict[int, int] = {}  # source topic -> highest offset counted in windows
+        self.applied: dict[int, int] = {}  # source topic -> highest offset of any interaction applied
         self.curve: list[dict] = []  # every emitted window, for the summary
         self.peak_closed = 0
         self.session_hist = [0] * (len(SESSION_BUCKETS) + 1)
-        self.session_sum = 0.0
+        self.session_sum_ms = 0  # integer ms: the same sum whatever order sessions are observed in
         self.summary_done = False
         self.summary_wall: float | None = None
         # Not persisted: rebuilt on load / per batch.
+        self._id_owner: dict[str, str] = {}  # remembered interaction id -> attendee holding it
         self._members: dict[int, set[str]] = {}
         self._timers: dict[int, set[str]] = {}
         self._timer_heap: list[int] = []
@@ -140,6 +157,13 @@ class EventState:
     # ------------------------------------------------------------------ applying records
     def apply_interaction(self, rec: dict, topic: int = 0, offset: int = -1) -> int:
         """Apply one decoded interaction (ts already in ms). `offset` < 0 means "no source offset" (tests)."""
+        if offset >= 0:
+            # An event lives on one partition: an offset not above the highest applied one is a redelivery
+            # after a restart, already in the restored state (even when its id has left the id memory).
+            if offset <= self.applied.get(topic, -1):
+                return REDELIVERED
+            self.applied[topic] = offset
+            self._event_dirty = True
         aid = rec["attendee_id"]
         rid = rec["id"]
         ts = rec["ts"]
@@ -147,11 +171,16 @@ class EventState:
         att = self.attendees.get(aid)
         if att is None:
             att = self.attendees[aid] = Attendee()
-        seen = att.find_id(rid)
+        # Ids are unique per event (not per attendee): find the attendee that holds this id, if any.
+        owner = self._id_owner.get(rid)
+        seen = self.attendees[owner].find_id(rid) if owner is not None else None
         redelivered = False
         if seen is not None:
             if offset >= 0 and seen[1] == topic and seen[2] == offset:
                 redelivered = True
+            elif self.clock - seen[3] > self.p.horizon_ms:  # forgotten, whenever the pruning happens
+                self.attendees[owner].ids.remove(seen)
+                self._dirty.add(owner)
             else:
                 self.duplicates += 1
                 return DUPLICATE
@@ -159,6 +188,7 @@ class EventState:
         late = clock is not None and ts < clock - self.p.lateness_ms
         if not redelivered:
             att.ids.append([rid, topic, offset, ts])
+            self._id_owner[rid] = aid
             self._apply_to_attendee(att, rec, kind, ts, late)
             self._dirty.add(aid)
             self._touched.add(aid)
@@ -197,8 +227,9 @@ class EventState:
                 p.add(ts, RANK_LEAVE if kind == LEAVE else RANK_OTHER)
         if rec.get("key_account") is True:
             att.key_flag = True
-        if att.account_id is None:
-            att.account_id = rec.get("account_id")
+        account = rec.get("account_id")
+        if account is not None and account not in att.accounts:
+            att.accounts.append(account)
 
     def apply_lifecycle(self, rec: dict) -> None:
         """Apply a decoded `scheduled` / `started` / `ended` record. Idempotent: replays change nothing."""
@@ -211,7 +242,8 @@ class EventState:
         if kind == "started":
             if self.started is None or ts < self.started:
                 self.started = ts
-                if self.next_window is not None and not self.curve and window_of(ts) < self.next_window:
+                # The windows begin at min(first session start, started): also with nobody present yet.
+                if not self.curve and (self.next_window is None or window_of(ts) < self.next_window):
                     self.next_window, self.before = window_of(ts), 0
         elif kind == "ended" and self.ended is None:
             watermark = self.clock - self.p.lateness_ms if self.clock is not None else ts
@@ -269,7 +301,7 @@ class EventState:
         if self.first_session is None or t < self.first_session:
             self.first_session = t
             w = window_of(min(t, self.started) if self.started is not None else t)
-            if self.next_window is None or w < self.next_window:
+            if self.next_window is None or (w < self.next_window and not self.curve):
                 if self.next_window is not None:
                     self.before = 0
                 self.next_window = w
@@ -305,7 +337,7 @@ class EventState:
         for sessions in members:
             for s_start, dwell_end, depart, _ in sessions:
                 if start <= depart < end and depart != _OPEN:
-                    self._observe_session((dwell_end - s_start) / 1000)
+                    self._observe_session(dwell_end - s_start)
         for a in member_ids:
             attendees[a].presence.prune(end)
         self.peak_closed = max(self.peak_closed, figures["peak_concurrent"])
@@ -314,12 +346,13 @@ class EventState:
         self.next_window = end
         self._event_dirty = True
 
-    def _observe_session(self, seconds: float) -> None:
+    def _observe_session(self, ms: int) -> None:
+        seconds = ms / 1000
         i = 0
         while i < len(SESSION_BUCKETS) and seconds > SESSION_BUCKETS[i]:
             i += 1
         self.session_hist[i] += 1
-        self.session_sum += seconds
+        self.session_sum_ms += ms
 
     # ------------------------------------------------------------------ reading
     def start_ts(self) -> int | None:
@@ -379,7 +412,7 @@ class EventState:
                 attended_registrants += 1
             else:
                 walk_ins += 1
-            if a.key_flag or (a.account_id is not None and a.account_id in key_accounts):
+            if a.is_key_account(key_accounts):
                 key_attendees += 1
             dwell = pres.dwell(as_of, idle)
             dwell_ms += dwell
@@ -489,7 +522,7 @@ class EventState:
                     "polls_voted": len(a.polls),
                     "cta_clicked": counts[CTA_CLICK] > 0,
                     "engagement_score": score,
-                    "key_account": a.key_flag or (a.account_id is not None and a.account_id in self.key_accounts),
+                    "key_account": a.is_key_account(self.key_accounts),
                     "account_id": a.account_id,
                     "channel": a.channel,
                 }
@@ -503,8 +536,11 @@ class EventState:
         dirty, self._dirty = self._dirty, set()
         event_dirty, self._event_dirty = self._event_dirty, False
         horizon = (self.clock or 0) - self.p.horizon_ms
+        owners = self._id_owner
         for aid in dirty:
-            self.attendees[aid].forget_ids(horizon)
+            for rid in self.attendees[aid].forget_ids(horizon):
+                if owners.get(rid) == aid:
+                    del owners[rid]
         return sorted(dirty), event_dirty
 
     def dump_event(self) -> dict:
@@ -515,8 +551,9 @@ class EventState:
             "next_window": self.next_window, "windows_done": self.windows_done, "before": self.before,
             "window_counts": {str(k): v for k, v in self.window_counts.items()},
             "window_applied": {str(k): v for k, v in self.window_applied.items()},
+            "applied": {str(k): v for k, v in self.applied.items()},
             "curve": self.curve, "peak_closed": self.peak_closed, "session_hist": self.session_hist,
-            "session_sum": self.session_sum, "summary_done": self.summary_done, "summary_wall": self.summary_wall,
+            "session_sum_ms": self.session_sum_ms, "summary_done": self.summary_done, "summary_wall": self.summary_wall,
         }
 
     @classmethod
@@ -526,14 +563,17 @@ class EventState:
         if event:
             for key in ("clock", "started", "ended", "first_join", "first_session", "meta", "late", "duplicates",
                         "next_window", "windows_done", "before", "curve", "peak_closed", "session_hist",
-                        "session_sum", "summary_done", "summary_wall"):
+                        "session_sum_ms", "summary_done", "summary_wall"):
                 setattr(st, key, event[key])
             st.key_accounts = set(event["key_accounts"])
             st.polls_seen = set(event["polls_seen"])
             st.window_counts = {int(k): v for k, v in event["window_counts"].items()}
             st.window_applied = {int(k): v for k, v in event["window_applied"].items()}
+            st.applied = {int(k): v for k, v in event.get("applied", {}).items()}
         for aid, data in attendees.items():
-            st.attendees[aid] = Attendee.load(data)
+            st.attendees[aid] = a = Attendee.load(data)
+            for entry in a.ids:
+                st._id_owner[entry[0]] = aid
             st._touched.add(aid)
         st._rebuild_members()
         st.advance()

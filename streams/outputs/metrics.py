@@ -101,8 +101,8 @@ class LivePulseCollector:
             cumulative, buckets = 0, []
             for bound, n in zip((*SESSION_BUCKETS, float("inf")), ev.session_hist):
                 cumulative += n
-                buckets.append((str(bound) if bound != float("inf") else "+Inf", cumulative))
-            sessions.add_metric(labels, buckets, ev.session_sum)
+                buckets.append((str(float(bound)) if bound != float("inf") else "+Inf", cumulative))
+            sessions.add_metric(labels, buckets, ev.session_sum_ms / 1000)
             if ev.started is not None:
                 start.add_metric(labels, ev.started / 1000)
             if ev.ended is not None:
@@ -125,6 +125,9 @@ class LivePulseCollector:
         yield processed
         yield rejected
         yield CounterMetricFamily("livepulse_duplicates_dropped", "Duplicate interactions dropped.", value=c.duplicates)
+        yield CounterMetricFamily("livepulse_redelivered_records",
+                                  "Interactions skipped because the restored state already holds them (replay after "
+                                  "a restart or rebalance).", value=c.redelivered)
         yield CounterMetricFamily("livepulse_late_records", "Records beyond the allowed lateness.", value=c.late)
         yield CounterMetricFamily(
             "livepulse_records_rekeyed", "Valid records forwarded to their event's partition.", value=c.rekeyed
@@ -146,7 +149,7 @@ class LivePulseCollector:
         yield GaugeMetricFamily("livepulse_events_tracked", "Events held in state.", value=len(proc.events))
         if self.batch_sizes is not None:
             cumulative, buckets = 0, []
-            for bound, n in zip((*map(str, BATCH_BUCKETS), "+Inf"), self.batch_sizes.counts):
+            for bound, n in zip((*(str(float(b)) for b in BATCH_BUCKETS), "+Inf"), self.batch_sizes.counts):
                 cumulative += n
                 buckets.append((bound, cumulative))
             yield HistogramMetricFamily("livepulse_batch_records", "Records per processed batch.", buckets=buckets,

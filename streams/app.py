@@ -29,7 +29,7 @@ from streams.outputs.metrics import BatchSizes, LivePulseCollector
 from streams.partitioning import partition_for
 from streams.processor import Output, Processor, RawRecord
 from streams.settings import Settings
-from streams.state.store import TABLE_NAME, PartitionedStore, StateTable, changelog_topic
+from streams.state.store import TABLE_NAME, PartitionedStore, StateTable, changelog_topic, use_true_end_recovery
 
 log = logging.getLogger("livepulse.worker")
 
@@ -174,6 +174,7 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
                        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     table = app.tables.add(StateTable(app, name=TABLE_NAME, beacon=app.tables.beacon, key_type=bytes,
                                       value_type=bytes, partitions=partitions, default=None))
+    use_true_end_recovery(app, settings)
     worker = Worker(app, settings, partitions, table)
 
     @app.agent(source)

@@ -13,6 +13,7 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
@@ -178,3 +179,39 @@ async def wait_for_broker(settings: Settings, timeout: float = 60.0, log_every: 
             log.warning("waiting for Kafka at %s: %s", where, error)
             last_log = now
         await asyncio.sleep(min(1.0, max(0.0, deadline - now)))
+
+
+async def end_offsets(settings: Settings, partitions: list[tuple[str, int]], listed: Mapping[tuple[str, int], int],
+                      timeout: float = 10.0) -> dict[tuple[str, int], int]:
+    """The true end offset (next offset to be written) of each partition, given the ListOffsets answer.
+
+    tansu (the embedded broker) answers ListOffsets(latest) with the base offset of the last record
+    batch + 1, not the offset after its last record; a Fetch response carries the right high watermark.
+    So fetch once from the listed offset - 1 and take the larger of the two. On Apache Kafka both agree.
+    """
+    result = dict(listed)
+    probe_from = {tp: off - 1 for tp, off in listed.items() if off and off > 0}
+    if not probe_from:
+        return result
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        tps = {tp: TopicPartition(*tp) for tp in probe_from}
+        consumer.assign(list(tps.values()))
+        for tp, start in probe_from.items():
+            consumer.seek(tps[tp], start)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        pending = set(tps)
+        while pending and loop.time() < deadline:
+            await consumer.getmany(timeout_ms=200, max_records=1)
+            for tp in list(pending):
+                high = consumer.highwater(tps[tp])
+                if high is not None:
+                    result[tp] = max(result[tp], high)
+                    pending.discard(tp)
+        if pending:
+            log.warning("no fetch high watermark for %s within %g s; using ListOffsets", sorted(pending), timeout)
+    finally:
+        await consumer.stop()
+    return result

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import orjson
 
-from streams.domain.event import DUPLICATE, LATE, EventState, Params
+from streams.domain.event import DUPLICATE, LATE, REDELIVERED, EventState, Params
 from streams.ingest.deadletter import dead_letter
 from streams.ingest.decode import Rejection, decode_event, decode_interaction
 from streams.partitioning import partition_for
@@ -52,6 +52,7 @@ class Counters:
     processed: dict[str, int] = field(default_factory=dict)  # topic -> records
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> records
     duplicates: int = 0
+    redelivered: int = 0
     late: int = 0
     rekeyed: int = 0
     after_retention: int = 0
@@ -112,6 +113,9 @@ class Processor:
                 result = ev.apply_interaction(decoded, self._topic_index.get(rec.topic, 0), rec.offset)
                 if result == DUPLICATE:
                     c.duplicates += 1
+                    continue
+                if result == REDELIVERED:  # replay after a restart: already in the restored state
+                    c.redelivered += 1
                     continue
                 if result == LATE:
                     c.late += 1

@@ -13,14 +13,14 @@ import time
 from collections import defaultdict
 
 import pytest
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.partitioner import murmur2
 
 import streams.broker
 from streams.broker import BrokerError, EmbeddedBroker, free_port
-from streams.kafka import KafkaUnavailable, client_kwargs, ensure_topics, wait_for_broker
+from streams.kafka import KafkaUnavailable, client_kwargs, end_offsets, ensure_topics, wait_for_broker
 from streams.settings import Settings
 
 # Short group timeouts: tansu waits the whole session timeout for a member that died without leaving.
@@ -176,3 +176,31 @@ def test_broker_command_serves_until_sigterm(tmp_path) -> None:
             proc.kill()
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0, "tansu still listening after the command stopped"
+
+
+@pytest.mark.integration
+def test_end_offsets_are_after_the_last_record_even_when_listoffsets_lags(broker_settings: Settings,
+                                                                          topic_name) -> None:
+    """State recovery reads a changelog up to end_offsets: a tail batch must not be cut off."""
+    topic = topic_name("tail")
+
+    async def scenario() -> dict:
+        await ensure_topics(broker_settings, {topic: 2})
+        producer = AIOKafkaProducer(**client_kwargs(broker_settings), linger_ms=50)
+        await producer.start()
+        try:
+            for _round in range(3):  # batches of 10 records per partition
+                futures = [await producer.send(topic, b"v", key=b"k", partition=i % 2) for i in range(20)]
+                await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(**client_kwargs(broker_settings))
+        await consumer.start()
+        try:
+            listed = await consumer.end_offsets([TopicPartition(topic, 0), TopicPartition(topic, 1)])
+        finally:
+            await consumer.stop()
+        listed = {(tp.topic, tp.partition): offset for tp, offset in listed.items()}
+        return await end_offsets(broker_settings, list(listed), listed)
+
+    assert asyncio.run(scenario()) == {(topic, 0): 30, (topic, 1): 30}

@@ -17,7 +17,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import faust
+from faust.tables.recovery import Recovery
 from faust.types import TP
+
+from streams import kafka
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,35 @@ class StateTable(faust.Table):
             log.exception("rebuilding state after recovery failed")
             await self.app.crash(exc)
             raise
+
+
+class TrueEndRecovery(Recovery):
+    """Faust's recovery, reading changelogs up to their true end on brokers whose ListOffsets lags.
+
+    Recovery replays a changelog partition until the "highwater" the broker lists. tansu lists the base offset
+    of the last record batch, so a batch of state writes at the tail would be skipped (state lost) and a
+    RocksDB store that already holds it fails Faust's consistency check. See kafka.end_offsets.
+    """
+
+    settings: Settings
+
+    async def _build_highwaters(self, consumer: Any, tps: set[TP], destination: Any, title: str) -> None:
+        await super()._build_highwaters(consumer, tps, destination, title)
+        listed = {(tp.topic, tp.partition): last + 1 for tp, last in destination.items()}
+        true_end = await kafka.end_offsets(self.settings, list(listed), listed)
+        for tp in list(destination):
+            corrected = true_end[(tp.topic, tp.partition)] - 1
+            if corrected != destination[tp]:
+                log.info("changelog %s[%d]: end offset %d, not the listed %d", tp.topic, tp.partition,
+                         corrected + 1, destination[tp] + 1)
+                destination[tp] = corrected
+
+
+def use_true_end_recovery(app: faust.App, settings: Settings) -> None:
+    tables = app.tables
+    recovery = TrueEndRecovery(app, tables, beacon=tables.beacon, loop=tables.loop)
+    recovery.settings = settings
+    tables._recovery = recovery
 
 
 class PartitionedStore:

@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # Re-install whenever pyproject.toml changes (new dependency, new entry point).
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv test soak demo prometheus lint clean
+.PHONY: venv test soak demo prometheus dashboards lint clean
 
 venv: $(STAMP)
 
@@ -24,7 +24,7 @@ prometheus:
 	  echo "prometheus: $$(promtool --version 2>&1 | sed -n 1p)"; \
 	elif ! command -v apt-get >/dev/null 2>&1 || [ "$$(id -u)" != 0 ]; then \
 	  echo "prometheus: promtool not found and apt-get as root is not available; tests needing it will skip"; \
-	elif timeout 600 sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null'; then \
+	elif timeout 600 sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager >/dev/null'; then \
 	  echo "prometheus: installed $$(promtool --version 2>&1 | sed -n 1p)"; \
 	else \
 	  echo "prometheus: apt-get could not install it (registry unreachable?); tests needing it will skip"; \
@@ -36,6 +36,10 @@ test: venv prometheus
 # pytest exits 5 when it selects no test: not an error while no soak test exists.
 soak: venv prometheus
 	$(BIN)/pytest -q -m soak --soak || [ $$? -eq 5 ]
+
+# Regenerate grafana/dashboards/*.json from grafana/dashboards.py (commit the result).
+dashboards: venv
+	$(BIN)/python -m grafana.dashboards
 
 demo: venv
 	$(BIN)/livepulse demo

@@ -57,6 +57,7 @@ class _Event:
     started: int | None = None
     ended: int | None = None
     title: str | None = None
+    scheduled: dict = field(default_factory=dict)  # scheduled_start / scheduled_end, epoch ms (last given)
     key_accounts: set = field(default_factory=set)
     seen: dict = field(default_factory=dict)  # id -> ts it was first seen at
     kept: list = field(default_factory=list)  # non-duplicate interactions, arrival order: (record, late)
@@ -72,6 +73,7 @@ def classify(arrivals: list[tuple[str, dict]], p: Params) -> dict[str, _Event]:
         if kind == "event":
             if "title" in rec:
                 ev.title = rec["title"]
+            ev.scheduled.update({k: rec[k] for k in ("scheduled_start", "scheduled_end") if k in rec})
             ev.key_accounts |= set(rec.get("key_accounts") or ())
             if rec["type"] == "started":
                 ev.started = rec["ts"] if ev.started is None else min(ev.started, rec["ts"])
@@ -265,6 +267,8 @@ def _metrics(event_id: str, ev: _Event, summary: dict, flat: list[tuple]) -> dic
     put("livepulse_event_end_timestamp_seconds", ev.ended / 1000)
     if ev.clock is not None:
         put("livepulse_event_clock_timestamp_seconds", ev.clock / 1000)
+    for name, ms in ev.scheduled.items():
+        put(f"livepulse_event_{name}_timestamp_seconds", ms / 1000)
     return out
 
 

@@ -83,6 +83,12 @@ class LivePulseCollector:
         end = GaugeMetricFamily(
             "livepulse_event_end_timestamp_seconds", "When the event ended (event time).", labels=["event_id"]
         )
+        scheduled = {
+            field: GaugeMetricFamily(f"livepulse_event_{field}_timestamp_seconds",
+                                     f"The event's {field.replace('_', ' ')} from its metadata (event time).",
+                                     labels=["event_id"])
+            for field in ("scheduled_start", "scheduled_end")
+        }
         clock = GaugeMetricFamily(
             "livepulse_event_clock_timestamp_seconds", "Newest event time of the event.", labels=["event_id"]
         )
@@ -109,8 +115,11 @@ class LivePulseCollector:
                 end.add_metric(labels, ev.ended / 1000)
             if ev.clock is not None:
                 clock.add_metric(labels, ev.clock / 1000)
+            for field, family in scheduled.items():
+                if ev.meta.get(field) is not None:
+                    family.add_metric(labels, ev.meta[field] / 1000)
         yield from gauges.values()
-        yield from (ratio, interactions, dwell, sessions, start, end, clock)
+        yield from (ratio, interactions, dwell, sessions, start, end, *scheduled.values(), clock)
 
     def _pipeline_metrics(self, proc: Processor):
         c = proc.counters

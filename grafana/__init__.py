@@ -1,0 +1,1 @@
+"""LivePulse Grafana dashboards as code (`python -m grafana.dashboards` regenerates grafana/dashboards/*.json)."""

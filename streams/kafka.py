@@ -181,7 +181,7 @@ async def wait_for_broker(settings: Settings, timeout: float = 60.0, log_every: 
         await asyncio.sleep(min(1.0, max(0.0, deadline - now)))
 
 
-async def end_offsets(settings: Settings, partitions: list[tuple[str, int]], listed: Mapping[tuple[str, int], int],
+async def end_offsets(settings: Settings, listed: Mapping[tuple[str, int], int],
                       timeout: float = 10.0) -> dict[tuple[str, int], int]:
     """The true end offset (next offset to be written) of each partition, given the ListOffsets answer.
 

@@ -36,6 +36,15 @@ EVENT_GAUGES = (
 BATCH_BUCKETS = (1, 10, 100, 500, 1000, 2000, 5000)
 
 
+def cumulative_buckets(bounds: tuple, counts: list[int]) -> list[tuple[str, int]]:
+    """(le, cumulative count) pairs from per-bucket counts; le formatted as Prometheus clients do ("900.0")."""
+    out, cumulative = [], 0
+    for bound, n in zip((*(str(float(b)) for b in bounds), "+Inf"), counts):
+        cumulative += n
+        out.append((bound, cumulative))
+    return out
+
+
 class BatchSizes:
     """Cumulative histogram of batch sizes (a plain object the worker updates once per batch)."""
 
@@ -104,11 +113,7 @@ class LivePulseCollector:
             for t in TYPES:
                 interactions.add_metric([event_id, t], view["interactions"][t])
             dwell.add_metric(labels, ev.settled_dwell_ms / 1000)
-            cumulative, buckets = 0, []
-            for bound, n in zip((*SESSION_BUCKETS, float("inf")), ev.session_hist):
-                cumulative += n
-                buckets.append((str(float(bound)) if bound != float("inf") else "+Inf", cumulative))
-            sessions.add_metric(labels, buckets, ev.session_sum_ms / 1000)
+            sessions.add_metric(labels, cumulative_buckets(SESSION_BUCKETS, ev.session_hist), ev.session_sum_ms / 1000)
             if ev.started is not None:
                 start.add_metric(labels, ev.started / 1000)
             if ev.ended is not None:
@@ -157,10 +162,7 @@ class LivePulseCollector:
         )
         yield GaugeMetricFamily("livepulse_events_tracked", "Events held in state.", value=len(proc.events))
         if self.batch_sizes is not None:
-            cumulative, buckets = 0, []
-            for bound, n in zip((*(str(float(b)) for b in BATCH_BUCKETS), "+Inf"), self.batch_sizes.counts):
-                cumulative += n
-                buckets.append((bound, cumulative))
+            buckets = cumulative_buckets(BATCH_BUCKETS, self.batch_sizes.counts)
             yield HistogramMetricFamily("livepulse_batch_records", "Records per processed batch.", buckets=buckets,
                                         sum_value=self.batch_sizes.total)
 

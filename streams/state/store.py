@@ -62,7 +62,7 @@ class TrueEndRecovery(Recovery):
     async def _build_highwaters(self, consumer: Any, tps: set[TP], destination: Any, title: str) -> None:
         await super()._build_highwaters(consumer, tps, destination, title)
         listed = {(tp.topic, tp.partition): last + 1 for tp, last in destination.items()}
-        true_end = await kafka.end_offsets(self.settings, list(listed), listed)
+        true_end = await kafka.end_offsets(self.settings, listed)
         for tp in list(destination):
             corrected = true_end[(tp.topic, tp.partition)] - 1
             if corrected != destination[tp]:

@@ -1,8 +1,8 @@
 """The Faust worker: orchestration only.
 
     input topics ──take_events(batch)──▶ Processor.process ──▶ state writes ─▶ table changelog
-    (interactions, events, rekeyed)        (framework-free)  └▶ outputs ─────▶ dlq, minute, summary, leads,
-                                                                               rekeyed, live
+    (interactions, events, rekeyed,        (framework-free)  └▶ outputs ─────▶ dlq, minute, summary, leads,
+     crm.opportunities, roi.facts)                                             rekeyed, live, roi.facts, roi
     timer (1 s) ─▶ Processor.tick: due summaries, retention expiry, live snapshots
     web: /metrics (scrape-time collector over what this worker owns), /health
 
@@ -96,10 +96,11 @@ class Worker:
         futures = [self.store.write(p, key, value) for p, key, value in out.state]
         for key, record in out.dead_letters:
             futures.append(await send(s.topic_dlq, key, orjson.dumps(record), None, None, None))
-        for key, value in out.rekeyed:
-            futures.append(await send(s.topic_rekeyed, key, value, partition_for(key, self.partitions), None, None))
+        for topic, forwarded in ((s.topic_rekeyed, out.rekeyed), (s.topic_roi_facts, out.roi_facts)):
+            for key, value in forwarded:
+                futures.append(await send(topic, key, value, partition_for(key, self.partitions), None, None))
         for topic, records in ((s.topic_minute, out.minutes), (s.topic_summary, out.summaries),
-                               (s.topic_live, out.live)):
+                               (s.topic_live, out.live), (s.topic_roi, out.roi)):
             for record in records:
                 futures.append(await send(topic, record["event_id"].encode(), orjson.dumps(record), None, None, None))
         for lead in out.leads:
@@ -120,12 +121,13 @@ async def prepare_topics(settings: Settings) -> int:
     counts = await kafka.ensure_topics(settings, {settings.topic_interactions: settings.partitions})
     n = counts[settings.topic_interactions]
     compact = {"cleanup.policy": "compact"}
-    co_partitioned = {settings.topic_events: n, settings.topic_rekeyed: n, changelog_topic(settings.app_id): n}
+    co_partitioned = {t: n for t in (settings.topic_events, settings.topic_rekeyed, settings.topic_opportunities,
+                                     settings.topic_roi_facts, changelog_topic(settings.app_id))}
     outputs = {t: n for t in (settings.topic_dlq, settings.topic_minute, settings.topic_live,
-                              settings.topic_summary, settings.topic_leads)}
+                              settings.topic_summary, settings.topic_leads, settings.topic_roi)}
     counts = await kafka.ensure_topics(
         settings, {**co_partitioned, **outputs},
-        configs={changelog_topic(settings.app_id): compact, settings.topic_live: compact},
+        configs={changelog_topic(settings.app_id): compact, settings.topic_live: compact, settings.topic_roi: compact},
     )
     wrong = {t: counts[t] for t in co_partitioned if counts[t] != n}
     if wrong:
@@ -171,6 +173,7 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
         autodiscover=False,
     )
     source = app.topic(settings.topic_interactions, settings.topic_events, settings.topic_rekeyed,
+                       settings.topic_opportunities, settings.topic_roi_facts,
                        key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     table = app.tables.add(StateTable(app, name=TABLE_NAME, beacon=app.tables.beacon, key_type=bytes,
                                       value_type=bytes, partitions=partitions, default=None))

@@ -17,11 +17,14 @@ from typing import NamedTuple
 import orjson
 
 from streams.domain.event import DUPLICATE, LATE, REDELIVERED, EventState, Params
+from streams.domain.roi import Ledger, RoiParams, organizer_of
 from streams.ingest.deadletter import dead_letter
-from streams.ingest.decode import Rejection, decode_event, decode_interaction
+from streams.ingest.decode import Rejection, decode_event, decode_interaction, decode_opportunity
 from streams.partitioning import partition_for
 
 SEP = "/"  # state keys: "<event_id>/<attendee_id>" and "<event_id>/" (event ids cannot contain "/")
+ROI_PREFIX = "#roi/"  # ROI state keys: "#roi/<organizer_id>/<e|p|o>/<id>" ("#" cannot start an event id)
+FACTS = ("event", "leads", "opportunity")
 
 
 class RawRecord(NamedTuple):
@@ -42,6 +45,8 @@ class Output:
     summaries: list[dict] = field(default_factory=list)
     leads: list[dict] = field(default_factory=list)
     live: list[dict] = field(default_factory=list)
+    roi_facts: list[tuple[bytes, bytes]] = field(default_factory=list)  # (organizer_id key, fact) to its partition
+    roi: list[dict] = field(default_factory=list)
     state: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)  # (partition, key, value|tombstone)
 
 
@@ -68,6 +73,10 @@ class Processor:
         self.event_partition: dict[str, int] = {}
         self.forgotten: dict[str, float] = {}  # event ids expired after retention -> wall time
         self.views: dict[str, dict] = {}  # event_id -> latest snapshot or summary (what /metrics shows)
+        self.roi_params = RoiParams.from_settings(settings)
+        self.ledgers: dict[str, Ledger] = {}  # organizer_id -> its ROI ledger (organisers of owned partitions)
+        self.ledger_partition: dict[str, int] = {}
+        self.roi_views: dict[str, dict] = {}  # event_id -> latest ROI record
         self.counters = Counters()
         self._topic_index = {settings.topic_interactions: 0, settings.topic_rekeyed: 1, settings.topic_events: 2}
 
@@ -77,8 +86,13 @@ class Processor:
         now_ms = int(wall_now * 1000)
         s, c = self.s, self.counters
         touched: dict[str, EventState] = {}
+        ledgers: dict[str, Ledger] = {}
+        roi_topics = (s.topic_opportunities, s.topic_roi_facts)
         for rec in batch:
             c.processed[rec.topic] = c.processed.get(rec.topic, 0) + 1
+            if rec.topic in roi_topics:
+                self._roi_record(rec, now_ms, out, ledgers)
+                continue
             is_event = rec.topic == s.topic_events
             decoded = (decode_event if is_event else decode_interaction)(
                 rec.value, now_ms=now_ms, max_bytes=s.max_record_bytes,
@@ -125,7 +139,63 @@ class Processor:
             ev.advance()
             out.minutes.extend(ev.take_closed_windows())
             self._persist(ev, out)
+        for organizer, ledger in ledgers.items():
+            out.roi.extend(ledger.changed())
+            ledger.expire()
+            self._persist_ledger(organizer, ledger, out)
         return out
+
+    def _roi_record(self, rec: RawRecord, now_ms: int, out: Output, ledgers: dict[str, Ledger]) -> None:
+        """A CRM opportunity (validated, forwarded to its organiser's partition if need be) or an internal fact."""
+        s, c = self.s, self.counters
+        crm = rec.topic == s.topic_opportunities
+        if crm:
+            decoded = decode_opportunity(rec.value, now_ms=now_ms, max_bytes=s.max_record_bytes,
+                                         max_future_skew_ms=int(s.max_future_skew_s * 1000))
+        else:
+            decoded = _decode_fact(rec.value)
+        if isinstance(decoded, Rejection):
+            c.rejected[decoded.reason] = c.rejected.get(decoded.reason, 0) + 1
+            out.dead_letters.append((rec.key, dead_letter(
+                decoded, topic=rec.topic, partition=rec.partition, offset=rec.offset, key=rec.key, value=rec.value,
+                schema="opportunity" if crm else "roi_fact", now_ms=now_ms,
+            )))
+            return
+        organizer = organizer_of(decoded)
+        if crm:
+            key = organizer.encode()
+            home = rec.partition if rec.key == key else partition_for(key, self.partitions)
+            if home != rec.partition:
+                c.rekeyed += 1
+                out.roi_facts.append((key, orjson.dumps({"fact": "opportunity", **decoded})))
+                return
+        ledger = self._ledger(organizer, rec.partition)
+        ledgers[organizer] = ledger
+        fact = decoded.get("fact", "opportunity")
+        if fact == "event":
+            ledger.add_event(decoded)
+        elif fact == "leads":
+            ledger.add_leads(decoded["event_id"], decoded["leads"])
+        else:
+            ledger.add_opportunity(decoded)
+
+    def _ledger(self, organizer: str, partition: int) -> Ledger:
+        ledger = self.ledgers.get(organizer)
+        if ledger is None:
+            ledger = self.ledgers[organizer] = Ledger(organizer, self.roi_params)
+            self.ledger_partition[organizer] = partition
+        return ledger
+
+    def _persist_ledger(self, organizer: str, ledger: Ledger, out: Output) -> None:
+        partition = self.ledger_partition[organizer]
+        for kind, rid, record in ledger.take_dirty():
+            key = f"{ROI_PREFIX}{organizer}/{kind}/{rid}".encode()
+            out.state.append((partition, key, None if record is None else orjson.dumps(record)))
+            if kind == "e":
+                if record is None:
+                    self.roi_views.pop(rid, None)
+                elif record["roi"] is not None:
+                    self.roi_views[rid] = record["roi"]
 
     def _home_partition(self, event_id: str, rec: RawRecord) -> int:
         if rec.key is not None and rec.key == event_id.encode():
@@ -142,6 +212,8 @@ class Processor:
                 out.minutes.extend(ev.take_closed_windows())
                 out.summaries.append(summary)
                 out.leads.extend(leads)
+                for fact in ev.roi_facts(summary, leads):
+                    out.roi_facts.append((fact["organizer_id"].encode(), orjson.dumps(fact)))
                 self.views[event_id] = summary
                 self._persist(ev, out)
             elif ev.summary_done and wall_now - (ev.summary_wall or wall_now) >= self.s.retention_s:
@@ -178,7 +250,15 @@ class Processor:
         """Rebuild the events of one partition from its persisted state records; returns events restored."""
         grouped: dict[str, tuple[dict | None, dict[str, list]]] = {}
         for key, value in items:
-            event_id, _, aid = key.decode().partition(SEP)
+            text = key.decode()
+            if text.startswith(ROI_PREFIX):
+                _, organizer, kind, rid = text.split("/", 3)
+                record = orjson.loads(value)
+                self._ledger(organizer, partition).load(kind, rid, record)
+                if kind == "e" and record["roi"] is not None:
+                    self.roi_views[rid] = record["roi"]
+                continue
+            event_id, _, aid = text.partition(SEP)
             entry = grouped.setdefault(event_id, (None, {}))
             if aid:
                 entry[1][aid] = orjson.loads(value)
@@ -197,3 +277,18 @@ class Processor:
             del self.events[event_id]
             del self.event_partition[event_id]
             self.views.pop(event_id, None)
+        for organizer in [o for o, p in self.ledger_partition.items() if p in partitions]:
+            for event_id in self.ledgers.pop(organizer).events:
+                self.roi_views.pop(event_id, None)
+            del self.ledger_partition[organizer]
+
+
+def _decode_fact(value: bytes | None) -> dict | Rejection:
+    """Internal facts are written by LivePulse itself; still, a foreign record must not crash the worker."""
+    try:
+        fact = orjson.loads(value or b"")
+    except orjson.JSONDecodeError as exc:
+        return Rejection("invalid_json", f"not JSON: {exc}")
+    if not isinstance(fact, dict) or fact.get("fact") not in FACTS:
+        return Rejection("schema_violation", f"$.fact: expected one of {', '.join(FACTS)}")
+    return fact

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +25,22 @@ class ScoreWeights(BaseSettings):
     question: float = Field(15.0, description="Weight of asking at least one question.")
     poll: float = Field(15.0, description="Weight of distinct polls voted / distinct polls seen.")
     cta: float = Field(15.0, description="Weight of clicking any call to action.")
+
+
+class LeadGrades(BaseSettings):
+    """Engagement-score thresholds of the lead grades (README: "Leads and grades"); below `c` is grade D."""
+
+    model_config = SettingsConfigDict(env_prefix="LIVEPULSE_GRADE_", extra="ignore")
+
+    a: float = Field(70.0, ge=0, le=100, description="Lowest score of grade A.")
+    b: float = Field(50.0, ge=0, le=100, description="Lowest score of grade B.")
+    c: float = Field(25.0, ge=0, le=100, description="Lowest score of grade C.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LeadGrades:
+        if not self.a >= self.b >= self.c:
+            raise ValueError(f"grade thresholds must satisfy a >= b >= c, got a={self.a} b={self.b} c={self.c}")
+        return self
 
 
 class Settings(BaseSettings):
@@ -70,6 +86,13 @@ class Settings(BaseSettings):
     topic_live: str = Field("livepulse.engagement.live", description="Output: live snapshots (compaction-friendly).")
     topic_summary: str = Field("livepulse.engagement.summary", description="Output: final event summaries.")
     topic_leads: str = Field("livepulse.leads", description="Output: one lead per attendee/no-show at event end.")
+    topic_opportunities: str = Field(
+        "livepulse.crm.opportunities", description="Input: CRM opportunity versions, key organizer_id."
+    )
+    topic_roi_facts: str = Field(
+        "livepulse.roi.facts", description="Internal: ended events and their leads, re-keyed by organizer_id."
+    )
+    topic_roi: str = Field("livepulse.roi", description="Output: marketing ROI per event, key event_id.")
     partitions: int = Field(
         8, ge=1, description="Partitions used when LivePulse creates the input topics; existing topics keep theirs."
     )
@@ -113,7 +136,24 @@ class Settings(BaseSettings):
     max_future_skew_s: float = Field(
         86400.0, ge=0, description="Records stamped further than this ahead of the wall clock are rejected."
     )
+    # --- Marketing ROI (README: "Marketing ROI") ---------------------------------------
+    attribution_days: int = Field(
+        30, ge=1, le=730, description="Days after an event in which a new opportunity is attributed to it."
+    )
+    attribution_days_key_accounts: int = Field(
+        90, ge=1, le=730, description="The attribution window for opportunities of the event's key accounts."
+    )
+    attribution_model: Literal["last_touch", "linear"] = Field(
+        "last_touch", description="Credit the last touching event, or split evenly over all touching events."
+    )
+    lead_memory_days: int = Field(
+        365, ge=1, description="How long a person is remembered to tell new leads from known ones."
+    )
+    crm_lateness_days: int = Field(
+        30, ge=0, description="How far CRM versions may arrive out of order; ROI state is kept this much longer."
+    )
     score: ScoreWeights = Field(default_factory=ScoreWeights, description="Engagement score weights.")
+    grade: LeadGrades = Field(default_factory=LeadGrades, description="Lead grade thresholds.")
 
     @field_validator("broker")
     @classmethod

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from streams.partitioning import partition_for
 from streams.processor import Output, Processor, RawRecord
 from streams.settings import Settings
 
@@ -24,6 +25,8 @@ class Collected:
     summaries: dict[str, dict] = field(default_factory=dict)
     leads: list[dict] = field(default_factory=list)
     live: list[dict] = field(default_factory=list)
+    roi: dict[str, dict] = field(default_factory=dict)  # event_id -> last ROI record
+    roi_facts: list[tuple[bytes, bytes]] = field(default_factory=list)
     state: dict[bytes, bytes] = field(default_factory=dict)
 
     def add(self, out: Output) -> None:
@@ -34,6 +37,9 @@ class Collected:
             self.summaries[s["event_id"]] = s
         self.leads.extend(out.leads)
         self.live.extend(out.live)
+        self.roi_facts.extend(out.roi_facts)
+        for r in out.roi:
+            self.roi[r["event_id"]] = r
         for _, key, value in out.state:
             if value is None:
                 self.state.pop(key, None)
@@ -79,5 +85,11 @@ def run_records(
         # Silence long enough for every ended event: the effective clock passes end + lateness.
         wall += 86_400.0
         got.add(proc.tick(wall, snapshots=False))
+    # The ROI facts topic, looped back as the worker would consume it (forwarded opportunities included).
+    fed = 0
+    while fed < len(got.roi_facts):
+        facts, fed = got.roi_facts[fed:], len(got.roi_facts)
+        got.add(proc.process([RawRecord(settings.topic_roi_facts, partition_for(key, partitions), i, key, value)
+                              for i, (key, value) in enumerate(facts)], wall))
     got.processor = proc  # type: ignore[attr-defined]
     return got

@@ -32,12 +32,14 @@ class Params:
     horizon_ms: int = 600_000
     drop_ratio: float = 0.1
     weights: tuple = (40.0, 15.0, 15.0, 15.0, 15.0)  # dwell, chat, question, poll, cta
+    grades: tuple = (70.0, 50.0, 25.0)  # lowest score of A, B, C
 
     @classmethod
     def from_settings(cls, s) -> Params:
         w = s.score
         return cls(int(s.idle_timeout_s * 1000), int(s.allowed_lateness_s * 1000), int(s.dedup_horizon_s * 1000),
-                   s.drop_off_minute_ratio, (w.dwell, w.chat, w.question, w.poll, w.cta))
+                   s.drop_off_minute_ratio, (w.dwell, w.chat, w.question, w.poll, w.cta),
+                   (s.grade.a, s.grade.b, s.grade.c))
 
 
 @dataclass
@@ -49,6 +51,7 @@ class EventResult:
     metrics: dict = field(default_factory=dict)  # (sample name, ((label, value), ...) sorted) -> value
     late: int = 0
     duplicates: int = 0
+    roi: dict = field(default_factory=dict)  # what the ROI reference needs: start, key accounts, windows, accounts
 
 
 @dataclass
@@ -59,6 +62,7 @@ class _Event:
     title: str | None = None
     scheduled: dict = field(default_factory=dict)  # scheduled_start / scheduled_end, epoch ms (last given)
     key_accounts: set = field(default_factory=set)
+    meta: dict = field(default_factory=dict)  # cost, currency, organizer_id (last given)
     seen: dict = field(default_factory=dict)  # id -> ts it was first seen at
     kept: list = field(default_factory=list)  # non-duplicate interactions, arrival order: (record, late)
     duplicates: int = 0
@@ -75,6 +79,8 @@ def classify(arrivals: list[tuple[str, dict]], p: Params) -> dict[str, _Event]:
                 ev.title = rec["title"]
             ev.scheduled.update({k: rec[k] for k in ("scheduled_start", "scheduled_end") if k in rec})
             ev.key_accounts |= set(rec.get("key_accounts") or ())
+            ev.meta.update({k: rec[k] for k in ("cost", "currency", "organizer_id", "attribution_days",
+                                                 "attribution_days_key_accounts") if k in rec})
             if rec["type"] == "started":
                 ev.started = rec["ts"] if ev.started is None else min(ev.started, rec["ts"])
             elif rec["type"] == "ended" and ev.ended is None:
@@ -192,10 +198,12 @@ def _result(event_id: str, ev: _Event, p: Params) -> EventResult:
             "event_id": event_id, "attendee_id": aid, "attended": attended, "registered": n["registration"] > 0,
             "dwell_seconds": dwell / 1000, "interactions": {t: n[t] for t in LEAD_TYPES},
             "polls_voted": len(polls), "cta_clicked": n["cta_click"] > 0, "engagement_score": score,
+            "grade": next((g for g, low in zip("ABC", p.grades) if score >= low), "D"),
+            "organizer_id": ev.meta.get("organizer_id"),
             "key_account": any(r.get("key_account") is True for r in recs)
                            or any(a in ev.key_accounts for a in accounts),
             "account_id": accounts[0] if accounts else None, "channel": channels[0] if channels else None,
-            "_dwell_ms": dwell,
+            "_dwell_ms": dwell, "_accounts": set(accounts),
         })
     # a lead per attendee with any non-registration record, and per registrant (no-shows included)
     leads = [x for x in leads if x["registered"] or any(x["interactions"].values())]
@@ -208,6 +216,10 @@ def _result(event_id: str, ev: _Event, p: Params) -> EventResult:
     unique = len(present)
     totals = {t: sum(1 for r, _ in ev.kept if r["type"] == t) for t in TYPES}
     peak = max([current(x[1]) for x in flat] + [0])
+    cost = ev.meta.get("cost")
+    key_present = [x for x in present if x["key_account"]]
+    covered = {a for x in key_present for a in x["_accounts"] if a in ev.key_accounts}
+    grades = {g: sum(1 for x in leads if x["grade"] == g) for g in "ABCD"}
     summary = {
         "event_id": event_id, "as_of": end, "status": "ended", "title": ev.title,
         "started_at": ev.started, "ended_at": end, "attendees_current": current(end),
@@ -221,7 +233,18 @@ def _result(event_id: str, ev: _Event, p: Params) -> EventResult:
         "poll_voters": len({r["attendee_id"] for r, _ in ev.kept if r["type"] == "poll_vote"}),
         "cta_clickers": len({r["attendee_id"] for r, _ in ev.kept if r["type"] == "cta_click"}),
         "engagement_score": sum(x["engagement_score"] for x in present) / unique if unique else 0.0,
-        "key_account_attendees": sum(1 for x in present if x["key_account"]),
+        "key_account_attendees": len(key_present),
+        "organizer_id": ev.meta.get("organizer_id"),
+        "cost": cost,
+        "currency": ev.meta.get("currency"),
+        "cost_per_registration": cost / len(registered) if cost is not None and registered else None,
+        "cost_per_attendee": cost / unique if cost is not None and unique else None,
+        "key_account_share": len(key_present) / unique if unique else None,
+        "key_accounts_targeted": len(ev.key_accounts),
+        "key_accounts_covered": len(covered),
+        "key_account_coverage": len(covered) / len(ev.key_accounts) if ev.key_accounts else None,
+        "leads_by_grade": grades,
+        "mqls": grades["A"] + grades["B"],
         "attendance_curve": [
             {"minute": m["window_start"], "attendees_start": m["attendees_start"], "attendees_end": m["attendees_end"],
              "peak_concurrent": m["peak_concurrent"], "joins": m["joins"], "leaves": m["leaves"]}
@@ -233,10 +256,12 @@ def _result(event_id: str, ev: _Event, p: Params) -> EventResult:
             for m in minutes if m["attendees_start"] > 0 and m["drop_off_ratio"] >= p.drop_ratio
         ],
     }
+    roi = {"start": start if start is not None else end, "key_accounts": set(ev.key_accounts),
+           "accounts": {x["attendee_id"]: x["_accounts"] for x in leads}, **ev.meta}
     for x in leads:
-        del x["_dwell_ms"]
+        del x["_dwell_ms"], x["_accounts"]
     result = EventResult(summary, minutes, leads, flat, late=sum(1 for _, late in ev.kept if late),
-                         duplicates=ev.duplicates)
+                         duplicates=ev.duplicates, roi=roi)
     result.metrics = _metrics(event_id, ev, summary, flat)
     return result
 
@@ -253,6 +278,15 @@ def _metrics(event_id: str, ev: _Event, summary: dict, flat: list[tuple]) -> dic
         put(f"livepulse_{name}", summary[name])
     if summary["attendance_rate"] is not None:
         put("livepulse_attendance_ratio", summary["attendance_rate"])
+    put("livepulse_mqls", summary["mqls"])
+    for name in ("key_account_share", "key_account_coverage"):
+        if summary[name] is not None:
+            put(f"livepulse_{name}", summary[name])
+    for name in ("cost_per_registration", "cost_per_attendee"):
+        if summary[name] is not None:
+            put(f"livepulse_{name}", summary[name], currency=summary["currency"] or "XXX")
+    for grade, n in summary["leads_by_grade"].items():
+        put("livepulse_leads", n, grade=grade)
     for t in TYPES:
         put("livepulse_interactions_total", summary["interactions"][t], type=t)
     put("livepulse_dwell_seconds_total", summary["total_dwell_seconds"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from streams.outputs.metrics import exposition
 from streams.processor import Processor
-from streams.settings import ScoreWeights, Settings
+from streams.settings import ScoreWeights, LeadGrades, Settings
 from streams.testing import raw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,8 +22,9 @@ def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one():
 
 
 def test_every_setting_is_documented():
-    names = [f"LIVEPULSE_{n.upper()}" for n in Settings.model_fields if n != "score"]
+    names = [f"LIVEPULSE_{n.upper()}" for n in Settings.model_fields if n not in ("score", "grade")]
     names += [f"LIVEPULSE_SCORE_{n.upper()}" for n in ScoreWeights.model_fields]
+    names += [f"LIVEPULSE_GRADE_{n.upper()}" for n in LeadGrades.model_fields]
     missing = [n for n in names if f"`{n}`" not in README]
     assert not missing, f"settings missing from README: {missing}"
     documented = set(re.findall(r"`(LIVEPULSE_[A-Z_]+)`", README))

@@ -53,7 +53,7 @@ def event_metrics(processor: Processor) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for family in text_string_to_metric_families(exposition(processor).decode()):
         for s in family.samples:
-            if "event_id" in s.labels:
+            if "event_id" in s.labels and not s.name.startswith("livepulse_roi_"):  # ROI: tests/test_roi.py
                 out.setdefault(s.labels["event_id"], {})[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
 

@@ -53,6 +53,16 @@ class Shape:
     ended_ahead_ms: int = 0  # deliver `ended` up to this much before its ts is reached
 
 
+def _money(seed: int, event_id: str) -> dict:
+    """Cost and organiser metadata on most events (some have none: the cost figures must then be null).
+    A separate generator, so that the rest of the history is what it was before these fields existed."""
+    rnd = random.Random(f"{seed}-{event_id}")
+    if rnd.random() < 0.2:
+        return {}
+    return {"cost": rnd.choice([0, 1500, 4999.5, 12000]), "currency": rnd.choice(["EUR", "USD"]),
+            "organizer_id": rnd.choice(["org-a", "org-b"])}
+
+
 def webinar(rnd: random.Random, event_id: str, t0: int, shape: Shape) -> list[tuple[str, dict]]:
     """The true history of one event: [(kind, record)] sorted by ts."""
     out: list[tuple[str, dict]] = []
@@ -63,7 +73,7 @@ def webinar(rnd: random.Random, event_id: str, t0: int, shape: Shape) -> list[tu
         out.append(("event", {"event_id": event_id, "type": kind, "ts": ts, **extra}))
 
     life("scheduled", t0 - 2 * 86_400_000 + rnd.randrange(S), title=f"Webinar {event_id}",
-         key_accounts=list(shape.key_accounts))
+         key_accounts=list(shape.key_accounts), **_money(shape.duration_s, event_id))
     if shape.started:
         life("started", t0 + rnd.randrange(2 * S), key_accounts=["globex"])
         if shape.extra_lifecycle:

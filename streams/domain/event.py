@@ -19,7 +19,7 @@ import heapq
 from dataclasses import dataclass, field
 
 from streams.domain.presence import RANK_LEAVE, RANK_OTHER, Presence
-from streams.domain.scoring import Weights, engagement_score
+from streams.domain.scoring import GRADES, MQL_GRADES, Grades, Weights, engagement_score, grade
 from streams.domain.windows import WINDOW_MS, WINDOW_TYPES, close_window, window_of
 
 TYPES = ("registration", "join", "leave", "heartbeat", "chat", "question", "poll_vote", "reaction", "cta_click")
@@ -42,6 +42,7 @@ class Params:
     horizon_ms: int = 600_000
     weights: Weights = field(default_factory=Weights)
     drop_off_minute_ratio: float = 0.1
+    grades: Grades = field(default_factory=Grades)
 
     @classmethod
     def from_settings(cls, s) -> Params:
@@ -52,6 +53,7 @@ class Params:
             horizon_ms=s.dedup_horizon_ms,
             weights=Weights(w.dwell, w.chat, w.question, w.poll, w.cta),
             drop_off_minute_ratio=s.drop_off_minute_ratio,
+            grades=Grades(s.grade.a, s.grade.b, s.grade.c),
         )
 
 
@@ -234,7 +236,7 @@ class EventState:
     def apply_lifecycle(self, rec: dict) -> None:
         """Apply a decoded `scheduled` / `started` / `ended` record. Idempotent: replays change nothing."""
         kind, ts = rec["type"], rec["ts"]
-        for key in ("title", "scheduled_start", "scheduled_end", "cost", "currency"):
+        for key in META_FIELDS:
             if key in rec:
                 self.meta[key] = rec[key]
         if rec.get("key_accounts"):
@@ -389,6 +391,8 @@ class EventState:
         dwell_ms = settled_ms = 0
         totals = [0] * 9
         score_sum = 0.0
+        grades = dict.fromkeys(GRADES, 0)
+        covered: set[str] = set()
         polls_seen = len(self.polls_seen)
         key_accounts = self.key_accounts
         for aid in sorted(self.attendees):
@@ -404,6 +408,8 @@ class EventState:
             if counts[CTA_CLICK]:
                 clickers += 1
             if not pres.ever_present:
+                if a.registered or a.has_activity():
+                    grades["D"] += 1  # a no-show lead scores 0
                 continue
             unique += 1
             if pres.is_present(as_of, idle):
@@ -414,10 +420,11 @@ class EventState:
                 walk_ins += 1
             if a.is_key_account(key_accounts):
                 key_attendees += 1
+                covered.update(x for x in a.accounts if x in key_accounts)
             dwell = pres.dwell(as_of, idle)
             dwell_ms += dwell
             settled_ms += pres.settled_dwell()
-            score_sum += engagement_score(
+            score = engagement_score(
                 p.weights,
                 dwell_ms=dwell,
                 elapsed_ms=elapsed,
@@ -428,6 +435,8 @@ class EventState:
                 polls_seen=polls_seen,
                 cta_clicked=counts[CTA_CLICK] > 0,
             )
+            score_sum += score
+            grades[grade(p.grades, score)] += 1
         total_dwell = dwell_ms / 1000
         self.settled_dwell_ms = settled_ms
         self.open_count = current
@@ -451,6 +460,26 @@ class EventState:
             "cta_clickers": clickers,
             "engagement_score": score_sum / unique if unique else 0.0,
             "key_account_attendees": key_attendees,
+            **self._marketing(registrations, unique, key_attendees, len(covered), grades),
+        }
+
+    def _marketing(self, registrations: int, unique: int, key_attendees: int, covered: int, grades: dict) -> dict:
+        """Cost and key-account figures that need nothing but this event (README "Marketing figures")."""
+        meta = self.meta
+        cost = meta.get("cost")
+        targeted = len(self.key_accounts)
+        return {
+            "organizer_id": meta.get("organizer_id"),
+            "cost": cost,
+            "currency": meta.get("currency"),
+            "cost_per_registration": cost / registrations if cost is not None and registrations else None,
+            "cost_per_attendee": cost / unique if cost is not None and unique else None,
+            "key_account_share": key_attendees / unique if unique else None,
+            "key_accounts_targeted": targeted,
+            "key_accounts_covered": covered,
+            "key_account_coverage": covered / targeted if targeted else None,
+            "leads_by_grade": grades,
+            "mqls": sum(grades[g] for g in MQL_GRADES),
         }
 
     def take_closed_windows(self) -> list[dict]:
@@ -481,6 +510,24 @@ class EventState:
             if w["drop_off_ratio"] >= self.p.drop_off_minute_ratio and w["attendees_start"] > 0
         ]
         return summary, self.leads()
+
+    def roi_facts(self, summary: dict, leads: list[dict], chunk: int = 1000) -> list[dict]:
+        """What the ROI ledger of this event's organiser needs: the event's figures, then its leads in chunks
+        (one record per lead would double the output volume; one record for 50,000 leads would be too big)."""
+        meta = self.meta
+        base = {"organizer_id": meta.get("organizer_id") or "default", "event_id": self.event_id}
+        start = self.start_ts()
+        event = base | {
+            "fact": "event", "title": meta.get("title"), "start": start if start is not None else self.ended,
+            "end": self.ended, "cost": meta.get("cost"), "currency": meta.get("currency"),
+            "key_accounts": sorted(self.key_accounts), "attribution_days": meta.get("attribution_days"),
+            "attribution_days_key_accounts": meta.get("attribution_days_key_accounts"),
+            **{k: summary[k] for k in ("registrations", "unique_attendees", "attendance_rate", "engagement_score",
+                                       "mqls")},
+        }
+        rows = [[x["attendee_id"], x["attended"], x["registered"], x["grade"],
+                 self.attendees[x["attendee_id"]].accounts, x["key_account"]] for x in leads]
+        return [event] + [base | {"fact": "leads", "leads": rows[i:i + chunk]} for i in range(0, len(rows), chunk)]
 
     def leads(self) -> list[dict]:
         p = self.p
@@ -522,6 +569,8 @@ class EventState:
                     "polls_voted": len(a.polls),
                     "cta_clicked": counts[CTA_CLICK] > 0,
                     "engagement_score": score,
+                    "grade": grade(p.grades, score),
+                    "organizer_id": self.meta.get("organizer_id"),
                     "key_account": a.is_key_account(self.key_accounts),
                     "account_id": a.account_id,
                     "channel": a.channel,
@@ -592,6 +641,9 @@ class EventState:
 
 
 _OPEN = 1 << 62
+# Metadata kept from lifecycle records (the last value given wins).
+META_FIELDS = ("title", "scheduled_start", "scheduled_end", "cost", "currency", "organizer_id", "attribution_days",
+               "attribution_days_key_accounts")
 _LEAD_TYPES = ("join", "leave", "heartbeat", "chat", "question", "poll_vote", "reaction", "cta_click")
 
 

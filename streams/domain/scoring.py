@@ -14,6 +14,27 @@ class Weights:
     cta: float = 15.0
 
 
+@dataclass(frozen=True, slots=True)
+class Grades:
+    """Lowest engagement score of grades A, B and C; below C is D (README "Leads and grades")."""
+
+    a: float = 70.0
+    b: float = 50.0
+    c: float = 25.0
+
+
+GRADES = ("A", "B", "C", "D")
+MQL_GRADES = ("A", "B")  # marketing-qualified leads
+
+
+def grade(g: Grades, score: float) -> str:
+    if score >= g.a:
+        return "A"
+    if score >= g.b:
+        return "B"
+    return "C" if score >= g.c else "D"
+
+
 def engagement_score(
     w: Weights,
     *,

@@ -16,7 +16,7 @@ from streams.ingest.contracts import first_error, json_path, validator
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything older is a broken clock, not a webinar
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ONE_MS = timedelta(milliseconds=1)
-TIME_FIELDS = {"interaction": ("ts",), "event": ("ts", "scheduled_start", "scheduled_end")}
+TIME_FIELDS = {"interaction": ("ts",), "event": ("ts", "scheduled_start", "scheduled_end"), "opportunity": ("ts",)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,11 @@ def decode_interaction(value: bytes | None, *, now_ms: int, max_bytes: int = 655
 def decode_event(value: bytes | None, *, now_ms: int, max_bytes: int = 65536,
                  max_future_skew_ms: int = 86_400_000) -> dict | Rejection:
     return _decode("event", value, now_ms, max_bytes, max_future_skew_ms)
+
+
+def decode_opportunity(value: bytes | None, *, now_ms: int, max_bytes: int = 65536,
+                       max_future_skew_ms: int = 86_400_000) -> dict | Rejection:
+    return _decode("opportunity", value, now_ms, max_bytes, max_future_skew_ms)
 
 
 def _decode(kind: str, value: bytes | None, now_ms: int, max_bytes: int, skew_ms: int) -> dict | Rejection:

@@ -30,7 +30,19 @@ EVENT_GAUGES = (
     ("livepulse_key_account_attendees", "Unique attendees from key accounts.", "key_account_attendees"),
     ("livepulse_poll_voters", "Distinct attendees who voted in a poll.", "poll_voters"),
     ("livepulse_cta_clickers", "Distinct attendees who clicked a call to action.", "cta_clickers"),
+    ("livepulse_mqls", "Marketing-qualified leads (grade A or B) so far.", "mqls"),
 )
+# Shown only when defined (no cost, no registrations, no key accounts...): absent rather than a misleading 0.
+OPTIONAL_EVENT_GAUGES = (
+    ("livepulse_key_account_share", "Unique attendees from key accounts / unique attendees.", "key_account_share"),
+    ("livepulse_key_account_coverage", "Targeted key accounts with an attendee / targeted key accounts.",
+     "key_account_coverage"),
+)
+COST_GAUGES = (
+    ("livepulse_cost_per_registration", "Event cost / registrations, in the cost's currency.", "cost_per_registration"),
+    ("livepulse_cost_per_attendee", "Event cost / unique attendees, in the cost's currency.", "cost_per_attendee"),
+)
+NO_CURRENCY = "XXX"  # ISO 4217 "no currency"
 
 
 BATCH_BUCKETS = (1, 10, 100, 500, 1000, 2000, 5000)
@@ -68,6 +80,7 @@ class LivePulseCollector:
     def collect(self):
         proc = self.processor
         yield from self._event_metrics(proc)
+        yield from self._roi_metrics(proc)
         yield from self._pipeline_metrics(proc)
 
     def _event_metrics(self, proc: Processor):
@@ -101,6 +114,10 @@ class LivePulseCollector:
         clock = GaugeMetricFamily(
             "livepulse_event_clock_timestamp_seconds", "Newest event time of the event.", labels=["event_id"]
         )
+        optional = {name: GaugeMetricFamily(name, doc, labels=["event_id"]) for name, doc, _ in OPTIONAL_EVENT_GAUGES}
+        costs = {name: GaugeMetricFamily(name, doc, labels=["event_id", "currency"]) for name, doc, _ in COST_GAUGES}
+        grades = GaugeMetricFamily("livepulse_leads", "Leads (attendees and registered no-shows) by grade so far.",
+                                   labels=["event_id", "grade"])
         for event_id, view in views.items():
             ev = proc.events.get(event_id)
             if ev is None:
@@ -108,6 +125,14 @@ class LivePulseCollector:
             labels = [event_id]
             for name, _, field in EVENT_GAUGES:
                 gauges[name].add_metric(labels, view[field])
+            for name, _, field in OPTIONAL_EVENT_GAUGES:
+                if view[field] is not None:
+                    optional[name].add_metric(labels, view[field])
+            for name, _, field in COST_GAUGES:
+                if view[field] is not None:
+                    costs[name].add_metric([event_id, view["currency"] or NO_CURRENCY], view[field])
+            for grade, n in view["leads_by_grade"].items():
+                grades.add_metric([event_id, grade], n)
             if view["attendance_rate"] is not None:
                 ratio.add_metric(labels, view["attendance_rate"])
             for t in TYPES:
@@ -124,7 +149,44 @@ class LivePulseCollector:
                 if ev.meta.get(field) is not None:
                     family.add_metric(labels, ev.meta[field] / 1000)
         yield from gauges.values()
-        yield from (ratio, interactions, dwell, sessions, start, end, *scheduled.values(), clock)
+        yield from optional.values()
+        yield from costs.values()
+        yield from (grades, ratio, interactions, dwell, sessions, start, end, *scheduled.values(), clock)
+
+    def _roi_metrics(self, proc: Processor):
+        """Figures of the livepulse.roi records this worker owns (labels event_id, organizer_id[, currency])."""
+        labels = ["event_id", "organizer_id"]
+        new_leads = GaugeMetricFamily("livepulse_roi_new_leads", "Leads whose first event of the organiser this is.",
+                                      labels=labels)
+        opportunities = GaugeMetricFamily("livepulse_roi_opportunities",
+                                          "Opportunities attributed to the event (fractional under linear).",
+                                          labels=labels)
+        ratio = GaugeMetricFamily("livepulse_roi_ratio", "(won in the cost's currency - cost) / cost.", labels=labels)
+        money = {
+            name: GaugeMetricFamily(name, doc, labels=[*labels, "currency"])
+            for name, doc in (
+                ("livepulse_roi_cost", "Event cost."),
+                ("livepulse_roi_cost_per_new_lead", "Event cost / new leads."),
+                ("livepulse_roi_pipeline_amount", "Amount of attributed opportunities not lost."),
+                ("livepulse_roi_won_amount", "Amount of attributed opportunities won within the window."),
+            )
+        }
+        for event_id, r in proc.roi_views.items():
+            ids = [event_id, r["organizer_id"]]
+            new_leads.add_metric(ids, r["new_leads"])
+            opportunities.add_metric(ids, r["opportunities"])
+            if r["roi"] is not None:
+                ratio.add_metric(ids, r["roi"])
+            currency = r["currency"] or NO_CURRENCY
+            for name, value in (("livepulse_roi_cost", r["cost"]),
+                                ("livepulse_roi_cost_per_new_lead", r["cost_per_new_lead"])):
+                if value is not None:
+                    money[name].add_metric([*ids, currency], value)
+            for name, amounts in (("livepulse_roi_pipeline_amount", r["pipeline"]),
+                                  ("livepulse_roi_won_amount", r["won"])):
+                for cur, amount in sorted(amounts.items()):
+                    money[name].add_metric([*ids, cur], amount)
+        yield from (new_leads, opportunities, ratio, *money.values())
 
     def _pipeline_metrics(self, proc: Processor):
         c = proc.counters

@@ -7,7 +7,8 @@ so regenerating is byte-identical and a change to a query shows up as a one-line
 Query rules (checked by tests/grafana, exercised against a real Prometheus by tests/e2e):
 - during a rebalance two workers may export the same event, so event series (label `event_id`) are always
   reduced with `max by (event_id, ...)` over the workers, never summed; pipeline series are per worker and summed;
-- the only Grafana variables are `$event_id`, `$instance` and `$__rate_interval`; the job is written literally;
+- the only Grafana variables are `$event_id`, `$organizer_id`, `$instance`, `$__rate_interval` and `$__range`;
+  the job is written literally;
 - every query returns data once a webinar has been processed (no series that only exist in rare cases).
 """
 
@@ -18,9 +19,10 @@ import re
 import sys
 from pathlib import Path
 
-from grafana_foundation_sdk.builders import bargauge, common, stat, timeseries
+from grafana_foundation_sdk.builders import barchart, bargauge, common, stat, timeseries
 from grafana_foundation_sdk.builders import dashboard as dash
 from grafana_foundation_sdk.builders import prometheus as prom
+from grafana_foundation_sdk.builders import table as tables
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as cm
@@ -31,14 +33,37 @@ OUT = Path(__file__).resolve().parent / "dashboards"
 DATASOURCE = dm.DataSourceRef(type_val="prometheus", uid="livepulse-prometheus")
 JOB = 'job="livepulse"'
 EVENT = f'{JOB}, event_id="$event_id"'
+# Marketing ROI: `$event_id` is multi-valued. Engagement-stage series carry only event_id; the ROI ledger's series
+# (livepulse_roi_*) also carry organizer_id.
+EVENTS = f'{JOB}, event_id=~"$event_id"'
+ORGANIZER_EVENTS = f'{JOB}, organizer_id=~"$organizer_id", event_id=~"$event_id"'
 WORKERS = f'{JOB}, instance=~"$instance"'
 RATE = "[$__rate_interval]"
+RANGE = "[$__range]"
 
 
 # ----------------------------------------------------------------------------------------------------- queries
-def event(metric: str) -> str:
-    """One event's series, reduced over the workers that export it (`max`, never `sum`: see the module doc)."""
-    return f"max by (event_id) ({metric}{{{EVENT}}})"
+def per_event_max(series: str, by: str = "") -> str:
+    """Event series reduced over the workers that export them (`max`, never `sum`: see the module doc), keeping
+    event_id and the labels in `by`."""
+    return f"max by (event_id{f', {by}' if by else ''}) ({series})"
+
+
+def event(metric: str, by: str = "", selector: str = EVENT) -> str:
+    """The selected event's series, reduced over the workers."""
+    return per_event_max(f"{metric}{{{selector}}}", by)
+
+
+def events(metric: str, by: str = "") -> str:
+    """An engagement-stage series of the selected events (label event_id only, + `by`), as last seen within the
+    dashboard's range: a worker drops an ended event's series LIVEPULSE_RETENTION_S (15 min) after its summary,
+    while the ROI series (and so the event list) stay for the attribution window."""
+    return per_event_max(f"last_over_time({metric}{{{EVENTS}}}{RANGE})", by)
+
+
+def attributed(metric: str, by: str = "") -> str:
+    """A ROI ledger series (livepulse_roi_*) of the selected organiser's selected events."""
+    return event(metric, by, ORGANIZER_EVENTS)
 
 
 def event_per_minute(types: str) -> str:
@@ -55,21 +80,29 @@ def workers(metric: str, by: str = "", rate: bool = False) -> str:
 
 
 def target(expr: str, legend: str = "", ref: str = "A", *, instant: bool = False,
-           heatmap: bool = False) -> prom.Dataquery:
+           fmt: pm.PromQueryFormat | None = None) -> prom.Dataquery:
+    """A Prometheus query; `fmt` HEATMAP turns cumulative `le` buckets into per-bucket counts ordered by bound,
+    TABLE gives one row per series with its labels as columns (for table transformations)."""
     query = prom.Dataquery().expr(expr).legend_format(legend or "__auto").ref_id(ref).datasource(DATASOURCE)
-    if heatmap:  # cumulative `le` buckets -> per-bucket counts, ordered by bound
-        query = query.format(pm.PromQueryFormat.HEATMAP)
+    if fmt is not None:
+        query = query.format(fmt)
     return query.instant() if instant else query.range()
 
 
-def targets(*pairs: tuple[str, str]) -> list[prom.Dataquery]:
-    return [target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(pairs)]
+def targets(*pairs: tuple[str, str], instant: bool = False,
+            fmt: pm.PromQueryFormat | None = None) -> list[prom.Dataquery]:
+    return [target(expr, legend, chr(ord("A") + i), instant=instant, fmt=fmt) for i, (expr, legend) in enumerate(pairs)]
 
 
 # ------------------------------------------------------------------------------------------------------ panels
 def thresholds(*steps: tuple[float | None, str]) -> dash.ThresholdsConfig:
     return dash.ThresholdsConfig().mode(dm.ThresholdsMode.ABSOLUTE).steps(
         [dm.Threshold(value=v, color=c) for v, c in steps])
+
+
+GRADE_COLORS = {"A": "green", "B": "blue", "C": "orange", "D": "red"}
+RATIO_STEPS = thresholds((None, "red"), (0.3, "orange"), (0.5, "green"))  # shares of an audience (0..1)
+SCORE_STEPS = thresholds((None, "red"), (30, "orange"), (60, "green"))  # engagement score (0..100)
 
 
 def stat_panel(title: str, description: str, queries: list[prom.Dataquery], unit: str = "short", *,
@@ -87,6 +120,18 @@ def bounded(panel, low: float | None, high: float | None):
     if low is not None:
         panel = panel.min(low)
     return panel.max(high) if high is not None else panel
+
+
+def bar_panel(title: str, description: str, queries: list[prom.Dataquery], unit: str = "short", *,
+              width: int = 12, steps: dash.ThresholdsConfig | None = None, low: float | None = None,
+              high: float | None = None) -> bargauge.Panel:
+    """Horizontal bars, one per series (last value): bucket counts, or one figure per event."""
+    panel = (bargauge.Panel().title(title).description(description).datasource(DATASOURCE).targets(queries)
+             .unit(unit).height(8).span(width)
+             .display_mode(cm.BarGaugeDisplayMode.GRADIENT).orientation(cm.VizOrientation.HORIZONTAL)
+             .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]))
+             .thresholds(steps or thresholds((None, "blue"))))
+    return bounded(panel, low, high)
 
 
 def series_panel(title: str, description: str, queries: list[prom.Dataquery], unit: str = "short", *,
@@ -143,8 +188,8 @@ def base(uid: str, title: str, description: str) -> dash.Dashboard:
 def live_event() -> dict:
     """One webinar as it happens: audience, drop-off, engagement, sessions; start/end markers."""
     window_max = f"max by (event_id) (max_over_time(livepulse_attendees_current{{{EVENT}}}[10m]))"
-    ratio = ("percentunit", thresholds((None, "red"), (0.3, "orange"), (0.5, "green")))
-    score = thresholds((None, "red"), (30, "orange"), (60, "green"))
+    ratio = ("percentunit", RATIO_STEPS)
+    score = SCORE_STEPS
     builder = (
         base("livepulse-live-event", "LivePulse / Live event",
              "One live webinar, per event_id. Event series are reduced with max by (event_id) over the workers "
@@ -198,14 +243,10 @@ def live_event() -> dict:
                                  [target(f"({window_max} - {event('livepulse_attendees_current')}) / "
                                          f"clamp_min({window_max}, 1)",
                                          "drop-off vs 10 min max")], "percentunit", low=0, high=1))
-        .with_panel(bargauge.Panel().title("Session durations")
-                    .description("Completed presence sessions per duration bucket (upper bound, seconds).")
-                    .datasource(DATASOURCE).height(8).span(12).unit("short")
-                    .targets([target(f"max by (event_id, le) (livepulse_session_duration_seconds_bucket{{{EVENT}}})",
-                                     "<= {{le}} s", instant=True, heatmap=True)])
-                    .display_mode(cm.BarGaugeDisplayMode.GRADIENT).orientation(cm.VizOrientation.HORIZONTAL)
-                    .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]))
-                    .thresholds(thresholds((None, "blue"))))
+        .with_panel(bar_panel("Session durations",
+                              "Completed presence sessions per duration bucket (upper bound, seconds).",
+                              [target(event("livepulse_session_duration_seconds_bucket", "le"), "<= {{le}} s",
+                                      instant=True, fmt=pm.PromQueryFormat.HEATMAP)]))
         .with_row(dash.Row("Engagement"))
         .with_panel(series_panel("Interactions per minute by type", "De-duplicated interactions of the room.",
                                  [target(event_per_minute("chat|question|poll_vote|reaction|cta_click"),
@@ -297,7 +338,133 @@ def pipeline_health() -> dict:
     return finish(builder)
 
 
-DASHBOARDS = {"livepulse-live-event.json": live_event, "livepulse-pipeline-health.json": pipeline_health}
+def per_event(title: str, description: str, *pairs: tuple[str, str], unit: str = "short", width: int = 6,
+              steps: dash.ThresholdsConfig | None = None, low: float | None = None,
+              high: float | None = None) -> bargauge.Panel:
+    """One bar per selected event (and per currency, where the series has one): the figure now (instant)."""
+    return bar_panel(title, description, targets(*pairs, instant=True), unit, width=width, steps=steps, low=low,
+                     high=high)
+
+
+def comparison_table(title: str, description: str, columns: list[tuple[str, str, str]]) -> tables.Panel:
+    """One row per event_id: instant queries in table format (one row per series, labels as columns), merged
+    on their common labels (event_id, and currency where two queries both have it), then renamed and ordered.
+    `columns` are (column title, expression, unit)."""
+    rename = {f"Value #{chr(ord('A') + i)}": name for i, (name, _, _) in enumerate(columns)}
+    labels = ["event_id", "organizer_id", "currency"]
+    panel = (tables.Panel().title(title).description(description).datasource(DATASOURCE).height(10).span(24)
+             .targets(targets(*((expr, "") for _, expr, _ in columns), instant=True, fmt=pm.PromQueryFormat.TABLE))
+             .transformations([
+                 dm.DataTransformerConfig(id_val="merge", options={}),
+                 dm.DataTransformerConfig(id_val="organize", options={
+                     "excludeByName": {"Time": True},
+                     "indexByName": {name: i for i, name in enumerate(labels + list(rename))},
+                     "renameByName": {"event_id": "Event", "organizer_id": "Organiser", "currency": "Currency",
+                                      **rename},
+                 }),
+             ])
+             .sort_by([common.TableSortByFieldState().display_name(columns[-1][0]).desc(True)])
+             .decimals(2).thresholds(thresholds((None, "text"))))
+    return overridden(panel, {name: {"unit": unit} for name, _, unit in columns})
+
+
+def grade_bars(title: str, description: str, expr: str) -> barchart.Panel:
+    """A stacked bar per event, one segment per grade: the instant `expr` (labels event_id, grade) as a table,
+    turned into one row per event and one column per grade."""
+    panel = (barchart.Panel().title(title).description(description).datasource(DATASOURCE).height(8).span(24)
+             .unit("short").targets([target(expr, instant=True, fmt=pm.PromQueryFormat.TABLE)])
+             .with_transformation(dm.DataTransformerConfig(id_val="groupingToMatrix", options={
+                 "columnField": "grade", "rowField": "event_id", "valueField": "Value"}))
+             .stacking(cm.StackingMode.NORMAL).show_value(cm.VisibilityMode.AUTO)
+             .orientation(cm.VizOrientation.HORIZONTAL).fill_opacity(80)
+             .legend(common.VizLegendOptions().show_legend(True).display_mode(cm.LegendDisplayMode.LIST)
+                     .placement(cm.LegendPlacement.BOTTOM)))
+    return overridden(panel, {grade: {"color": {"mode": "fixed", "fixedColor": color}}
+                              for grade, color in GRADE_COLORS.items()})
+
+
+def overridden(panel, by_name: dict[str, dict[str, object]]):
+    """Field overrides by (display) name: {field: {property id: value}}."""
+    for name, properties in by_name.items():
+        panel = panel.override_by_name(name, [dm.DynamicConfigValue(id_val=k, value=v) for k, v in properties.items()])
+    return panel
+
+
+def marketing_roi() -> dict:
+    """What the webinars brought in: audience and cost, leads, key accounts, attributed pipeline and revenue, ROI."""
+    money = "{{event_id}} ({{currency}})"
+    roi = thresholds((None, "red"), (0, "green"))
+    builder = (
+        base("livepulse-marketing-roi", "LivePulse / Marketing ROI",
+             "Marketing figures of the selected events of one organiser, and the CRM opportunities and revenue "
+             "attributed to them (livepulse_roi_*: once an event has ended). Audience, cost and lead figures are "
+             "shown as last seen in the time range (workers drop an ended event's series after its retention). "
+             "Per-event series are reduced with "
+             "max by (event_id, ...) over the workers (two may briefly export the same event during a rebalance); "
+             "amounts are per currency, never summed across currencies. Generated by grafana/dashboards.py.")
+        .time("now-7d", "now").refresh("1m")
+        .with_variable(dash.QueryVariable("organizer_id").label("Organiser").datasource(DATASOURCE)
+                       .query("label_values(livepulse_roi_new_leads, organizer_id)").include_all(True)
+                       .all_value(".*").current(dm.VariableOption(selected=True, text="All", value="$__all"))
+                       .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC))
+        # No custom "All" value: All must expand to the organiser's events, because the engagement-stage series
+        # (attendance, cost per registration, leads...) have no organizer_id label to filter on.
+        .with_variable(dash.QueryVariable("event_id").label("Event").datasource(DATASOURCE)
+                       .query('label_values(livepulse_roi_new_leads{organizer_id=~"$organizer_id"}, event_id)')
+                       .multi(True).include_all(True)
+                       .current(dm.VariableOption(selected=True, text=["All"], value=["$__all"]))
+                       .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC))
+        .with_row(dash.Row("Audience and cost per event"))
+        .with_panel(per_event("Attendance rate", "Registered attendees who were present / registrations.",
+                              (events("livepulse_attendance_ratio"), "{{event_id}}"), unit="percentunit",
+                              steps=RATIO_STEPS, low=0, high=1))
+        .with_panel(per_event("Engagement score", "Mean engagement score of the unique attendees (0-100).",
+                              (events("livepulse_engagement_score"), "{{event_id}}"), unit="none",
+                              steps=SCORE_STEPS, low=0, high=100))
+        .with_panel(per_event("Cost per registration", "Event cost / distinct registrants, in the cost's currency.",
+                              (events("livepulse_cost_per_registration", "currency"), money)))
+        .with_panel(per_event("Cost per attendee", "Event cost / unique attendees, in the cost's currency.",
+                              (events("livepulse_cost_per_attendee", "currency"), money)))
+        .with_row(dash.Row("Leads per event"))
+        .with_panel(per_event("New leads", "People whose first event of this organiser is this one.",
+                              (attributed("livepulse_roi_new_leads"), "{{event_id}}")))
+        .with_panel(per_event("Marketing-qualified leads", "Leads of grade A or B.",
+                              (events("livepulse_mqls"), "{{event_id}}")))
+        .with_panel(per_event("Cost per new lead", "Event cost / new leads, in the cost's currency.",
+                              (attributed("livepulse_roi_cost_per_new_lead", "currency"), money)))
+        .with_panel(per_event("Key accounts", "Share of the unique attendees from key accounts; share of the "
+                              "event's key accounts that attended (coverage).",
+                              (events("livepulse_key_account_share"), "{{event_id}} share"),
+                              (events("livepulse_key_account_coverage"), "{{event_id}} coverage"),
+                              unit="percentunit", low=0, high=1))
+        .with_panel(grade_bars("Leads by grade", "Leads per engagement grade (A best; no-shows are D), stacked "
+                               "per event.", events("livepulse_leads", "grade")))
+        .with_row(dash.Row("Opportunities and revenue per event"))
+        .with_panel(per_event("Opportunities attributed", "CRM opportunities created within the attribution "
+                              "window after the event by its attendees or their accounts (shares when split).",
+                              (attributed("livepulse_roi_opportunities"), "{{event_id}}")))
+        .with_panel(per_event("Pipeline", "Amount of the attributed opportunities not lost, per currency.",
+                              (attributed("livepulse_roi_pipeline_amount", "currency"), money)))
+        .with_panel(per_event("Won", "Amount of the attributed opportunities won within the window, per currency.",
+                              (attributed("livepulse_roi_won_amount", "currency"), money)))
+        .with_panel(per_event("ROI", "(Won in the cost's currency - cost) / cost; -100 % when nothing was won.",
+                              (attributed("livepulse_roi_ratio"), "{{event_id}}"), unit="percentunit", steps=roi,
+                              low=-1))
+        .with_row(dash.Row("Comparison"))
+        .with_panel(comparison_table(
+            "Recent events", "One row per event (another row for amounts in a second currency).",
+            [("Attendance rate", events("livepulse_attendance_ratio"), "percentunit"),
+             ("Engagement", events("livepulse_engagement_score"), "none"),
+             ("Cost per new lead", attributed("livepulse_roi_cost_per_new_lead", "currency"), "none"),
+             ("Pipeline", attributed("livepulse_roi_pipeline_amount", "currency"), "none"),
+             ("Won", attributed("livepulse_roi_won_amount", "currency"), "none"),
+             ("ROI", attributed("livepulse_roi_ratio", "organizer_id"), "percentunit")]))
+    )
+    return finish(builder)
+
+
+DASHBOARDS = {"livepulse-live-event.json": live_event, "livepulse-pipeline-health.json": pipeline_health,
+              "livepulse-marketing-roi.json": marketing_roi}
 
 
 def render(data: dict) -> str:

@@ -26,8 +26,11 @@ from streams.testing import raw
 ROOT = Path(__file__).resolve().parents[2]
 PROVISIONING = ROOT / "grafana" / "provisioning"
 UIDS = {"livepulse-live-event.json": "livepulse-live-event",
-        "livepulse-pipeline-health.json": "livepulse-pipeline-health"}
-VARIABLES = {"event_id", "instance", "__rate_interval"}
+        "livepulse-pipeline-health.json": "livepulse-pipeline-health",
+        "livepulse-marketing-roi.json": "livepulse-marketing-roi"}
+VARIABLES = {"event_id", "organizer_id", "instance", "__rate_interval", "__range"}
+ROI = "livepulse-marketing-roi.json"
+ORGANIZER = "grafana-marketing"
 PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "by", "without", "on", "ignoring", "group_left",
                 "group_right", "inf", "nan"}
 
@@ -40,23 +43,46 @@ def queries() -> list[tuple[str, str, str]]:
     return [(name, title, expr) for name, data in committed().items() for title, expr in all_queries(data)]
 
 
+def crm_opportunities(topic: str, cfg: ScenarioConfig, records: list) -> list:
+    """Opportunities of three attendees of the webinar, a minute after its end; one won in the cost's currency."""
+    joined = list(dict.fromkeys(json.loads(r.value)["attendee_id"] for r in records
+                                if r.topic == "interactions" and b'"type":"join"' in r.value))[:3]
+    stages = ("created", "qualified", "won")
+    return [raw(topic, {"opportunity_id": f"opp-{n}", "organizer_id": ORGANIZER, "attendee_id": aid,
+                        "amount": 1000.0 * (n + 1), "currency": cfg.currency, "stage": stage,
+                        "ts": cfg.end + 60_000}, key=ORGANIZER, offset=n)
+            for n, (aid, stage) in enumerate(zip(joined, stages))]
+
+
 @cache
 def exported() -> tuple[frozenset[str], frozenset[str]]:
     """(every sample name, names of event series) of /metrics, as the worker serves it (collector + batch
-    sizes, like streams/app.py), after a small simulated webinar that started, ended, had registrations and a
-    malformed record -- plus `up`, which Prometheus adds to every target."""
+    sizes, like streams/app.py), after a small simulated webinar of an organiser that started, ended, had
+    registrations, a malformed record and CRM opportunities afterwards (the ROI facts looped back as the worker
+    consumes them) -- plus `up`, which Prometheus adds to every target."""
     settings = Settings()
-    cfg = ScenarioConfig(seed=5, event_id="grafana-check", registrants=40, duration_s=600)
+    cfg = ScenarioConfig(seed=5, event_id="grafana-check", registrants=40, duration_s=600,
+                         extra={"organizer_id": ORGANIZER})
     topics = {"interactions": settings.topic_interactions, "events": settings.topic_events}
-    records = [raw(topics[r.topic], r.value, key=r.key, offset=n) for n, r in enumerate(generate(cfg))]
+    generated = generate(cfg)
+    records = [raw(topics[r.topic], r.value, key=r.key, offset=n) for n, r in enumerate(generated)]
     records.append(raw(settings.topic_interactions, b"{not json", key=b"grafana-check", offset=len(records)))
     wall = (FIXED_START_MS + cfg.duration_s * 1000) / 1000 + 60
     proc, sizes = Processor(settings, partitions=1), BatchSizes()
+    facts: list[tuple[bytes, bytes]] = []
     for i in range(0, len(records), 200):
         batch = records[i:i + 200]
-        proc.process(batch, wall)
+        facts += proc.process(batch, wall).roi_facts
         sizes.observe(len(batch))
-    proc.tick(wall, snapshots=True)
+    facts += proc.tick(wall, snapshots=True).roi_facts
+    wall += 3600  # silence past the allowed lateness: the summary and the event's ROI facts are due
+    facts += proc.tick(wall, snapshots=False).roi_facts
+    facts += proc.process(crm_opportunities(settings.topic_opportunities, cfg, generated), wall).roi_facts
+    offset = 0
+    while facts:  # the ROI facts topic (ended events, leads, forwarded opportunities), read back by the worker
+        batch = [raw(settings.topic_roi_facts, value, key=key, offset=offset + n) for n, (key, value) in enumerate(facts)]
+        offset += len(batch)
+        facts = proc.process(batch, wall).roi_facts
     registry = CollectorRegistry(auto_describe=False)
     registry.register(LivePulseCollector(proc, sizes))
     samples = [line for line in generate_latest(registry).decode().splitlines() if line and line[0] != "#"]
@@ -93,6 +119,7 @@ def reduced_by_event(expr: str, at: int) -> bool:
 
 # ---------------------------------------------------------------------------------------------------- the files
 def test_committed_json_is_what_the_generator_writes():
+    assert set(DASHBOARDS) == set(UIDS), "every generated dashboard is checked here (and nothing else)"
     stale = [name for name, build in DASHBOARDS.items()
              if not (OUT / name).exists() or (OUT / name).read_text() != render(build())]
     assert not stale, (f"stale dashboards {stale}: regenerate with `.venv/bin/python -m grafana.dashboards` "
@@ -218,9 +245,78 @@ def compose_mounts() -> list[tuple[str, str]]:
 
 def test_compose_mounts_the_dashboards_where_the_provider_reads_them():
     mounts = [(s, t) for s, t in compose_mounts() if s.rstrip("/").endswith("grafana/dashboards")]
-    if not mounts:
-        pytest.skip("no compose file mounts grafana/dashboards yet")
+    assert mounts, "no compose file mounts grafana/dashboards (deploy/compose.yaml should)"
     assert all(t.rstrip("/") == "/var/lib/grafana/dashboards/livepulse" for _, t in mounts), mounts
     provisioning = [t for s, t in compose_mounts() if s.rstrip("/").endswith("grafana/provisioning")]
     assert provisioning, "grafana/provisioning is not mounted"
     assert all(t.rstrip("/") == "/etc/grafana/provisioning" for t in provisioning), provisioning
+
+
+# -------------------------------------------------------------------------------------------- the ROI dashboard
+def selectors(expr: str) -> list[tuple[str, str]]:
+    """(metric, matchers) of every `metric{...}` selector in an expression."""
+    return re.findall(r"([A-Za-z_:][\w:]*)\{([^}]*)\}", expr)
+
+
+def test_roi_variables_organizer_then_its_events():
+    variables = {v["name"]: v for v in committed()[ROI]["templating"]["list"]}
+    assert set(variables) == {"organizer_id", "event_id"}
+    organizer, event = variables["organizer_id"], variables["event_id"]
+    assert organizer["query"] == "label_values(livepulse_roi_new_leads, organizer_id)"
+    assert organizer["includeAll"] and organizer["allValue"] == ".*"
+    assert event["query"] == 'label_values(livepulse_roi_new_leads{organizer_id=~"$organizer_id"}, event_id)'
+    assert event["multi"] and event["includeAll"]
+    # "All" events must expand to the organiser's events: the engagement-stage series have no organizer_id label,
+    # so a ".*" would show every organiser's events there.
+    assert "allValue" not in event
+
+
+def test_roi_queries_filter_the_selected_events_and_organiser():
+    found = [(title, expr) for title, expr in all_queries(committed()[ROI]) if not title.startswith("variable: ")]
+    assert len(found) >= 15
+    for title, expr in found:
+        for metric, matchers in selectors(expr):
+            assert 'event_id=~"$event_id"' in matchers, f"{title}: {metric} not filtered by the events: {expr}"
+            roi = metric.startswith("livepulse_roi_")
+            assert ('organizer_id=~"$organizer_id"' in matchers) == roi, (
+                f"{title}: {metric}: only livepulse_roi_* series carry organizer_id: {expr}")
+            assert 'job="livepulse"' in matchers, f"{title}: {expr}"
+            # a worker drops an ended event's engagement series after LIVEPULSE_RETENTION_S; the ROI series (and the
+            # event list) stay for the attribution window: show the engagement figures as last seen
+            assert (f"last_over_time({metric}{{{matchers}}}[$__range])" in expr) != roi, f"{title}: {expr}"
+
+
+def test_roi_panels_are_instant_per_event_figures():
+    panels = [p for p in committed()[ROI]["panels"] if p["type"] != "row"]
+    assert {p["type"] for p in panels} == {"bargauge", "barchart", "table"}
+    for panel in panels:
+        for t in panel["targets"]:
+            assert t["instant"] is True and t["range"] is False, f"{panel['title']}: current figures, not history"
+    units = {p["title"]: p["fieldConfig"]["defaults"].get("unit") for p in panels}
+    assert units["Attendance rate"] == units["ROI"] == units["Key accounts"] == "percentunit"
+    roi = next(p for p in panels if p["title"] == "ROI")
+    assert roi["fieldConfig"]["defaults"]["min"] == -1 and "max" not in roi["fieldConfig"]["defaults"]
+
+
+def test_roi_comparison_table_merges_one_row_per_event():
+    [panel] = [p for p in committed()[ROI]["panels"] if p["type"] == "table"]
+    assert [t["id"] for t in panel["transformations"]] == ["merge", "organize"]
+    assert all(t["format"] == "table" and t["instant"] for t in panel["targets"])
+    rename = panel["transformations"][1]["options"]["renameByName"]
+    refs = [t["refId"] for t in panel["targets"]]
+    assert {f"Value #{r}" for r in refs} <= set(rename), "every query's value column is named"
+    assert rename["event_id"] == "Event"
+    # every query keeps event_id, the label the rows are merged on
+    for t in panel["targets"]:
+        assert re.match(r"max by \(event_id\b", t["expr"]), t["expr"]
+    named = {o["matcher"]["options"] for o in panel["fieldConfig"]["overrides"]}
+    assert named == {rename[f"Value #{r}"] for r in refs}
+
+
+def test_roi_leads_by_grade_is_stacked_per_event():
+    [panel] = [p for p in committed()[ROI]["panels"] if p["type"] == "barchart"]
+    assert panel["options"]["stacking"] == "normal"
+    [t] = panel["targets"]
+    assert "max by (event_id, grade)" in t["expr"] and t["format"] == "table"
+    [matrix] = panel["transformations"]
+    assert matrix["id"] == "groupingToMatrix" and matrix["options"]["rowField"] == "event_id"

@@ -25,8 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.broker import free_port
 from streams.settings import Settings
 
-TOPIC_FIELDS = ("topic_interactions", "topic_events", "topic_rekeyed", "topic_dlq", "topic_minute", "topic_live",
-                "topic_summary", "topic_leads")
+TOPIC_FIELDS = tuple(f for f in Settings.model_fields if f.startswith("topic_"))  # every topic, new ones included
 
 
 @dataclass

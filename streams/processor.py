@@ -16,15 +16,31 @@ from typing import NamedTuple
 
 import orjson
 
-from streams.domain.event import DUPLICATE, LATE, REDELIVERED, EventState, Params
+from streams.domain.event import (
+    CAPPED_ATTENDEES,
+    CAPPED_INTERACTIONS,
+    DUPLICATE,
+    LATE,
+    REDELIVERED,
+    EventState,
+    Params,
+)
 from streams.domain.roi import Ledger, RoiParams, organizer_of
 from streams.ingest.deadletter import dead_letter
-from streams.ingest.decode import Rejection, decode_event, decode_interaction, decode_opportunity
+from streams.ingest.decode import (
+    Rejection,
+    decode_event,
+    decode_interaction,
+    decode_opportunity,
+)
 from streams.partitioning import partition_for
 
 SEP = "/"  # state keys: "<event_id>/<attendee_id>" and "<event_id>/" (event ids cannot contain "/")
 ROI_PREFIX = "#roi/"  # ROI state keys: "#roi/<organizer_id>/<e|p|o>/<id>" ("#" cannot start an event id)
 FACTS = ("event", "leads", "opportunity")
+# Domain results that a cap rejected -> (cap label, the setting that sets it).
+CAP_OF = {CAPPED_ATTENDEES: ("attendees", "max_attendees_per_event"),
+          CAPPED_INTERACTIONS: ("interactions", "max_interactions_per_attendee")}
 
 
 class RawRecord(NamedTuple):
@@ -61,6 +77,8 @@ class Counters:
     late: int = 0
     rekeyed: int = 0
     after_retention: int = 0
+    capped: dict[str, int] = field(default_factory=dict)  # cap -> records rejected by it
+    abandoned: int = 0  # events dropped without an end
     newest_ts: int | None = None  # ts of the newest record processed (event-time lag)
 
 
@@ -99,11 +117,7 @@ class Processor:
                 max_future_skew_ms=int(s.max_future_skew_s * 1000),
             )
             if isinstance(decoded, Rejection):
-                c.rejected[decoded.reason] = c.rejected.get(decoded.reason, 0) + 1
-                out.dead_letters.append((rec.key, dead_letter(
-                    decoded, topic=rec.topic, partition=rec.partition, offset=rec.offset, key=rec.key,
-                    value=rec.value, schema="event" if is_event else "interaction", now_ms=now_ms,
-                )))
+                self._reject(rec, decoded, "event" if is_event else "interaction", now_ms, out)
                 continue
             event_id = decoded["event_id"]
             home = self._home_partition(event_id, rec)
@@ -117,6 +131,10 @@ class Processor:
                 continue
             ev = self.events.get(event_id)
             if ev is None:
+                if len(self.events) >= s.max_events:
+                    self._capped(rec, "events", f"this worker already tracks {s.max_events} events "
+                                 "(LIVEPULSE_MAX_EVENTS)", is_event, now_ms, out)
+                    continue
                 ev = self.events[event_id] = EventState(event_id, self.params)
                 self.event_partition[event_id] = rec.partition
             ev.wall_last = wall_now
@@ -130,6 +148,11 @@ class Processor:
                     continue
                 if result == REDELIVERED:  # replay after a restart: already in the restored state
                     c.redelivered += 1
+                    continue
+                if result in CAP_OF:
+                    cap, setting = CAP_OF[result]
+                    why = f"the {'event' if cap == 'attendees' else 'attendee'} already has {getattr(s, setting)} {cap}"
+                    self._capped(rec, cap, f"{why} (LIVEPULSE_{setting.upper()})", False, now_ms, out)
                     continue
                 if result == LATE:
                     c.late += 1
@@ -155,11 +178,7 @@ class Processor:
         else:
             decoded = _decode_fact(rec.value)
         if isinstance(decoded, Rejection):
-            c.rejected[decoded.reason] = c.rejected.get(decoded.reason, 0) + 1
-            out.dead_letters.append((rec.key, dead_letter(
-                decoded, topic=rec.topic, partition=rec.partition, offset=rec.offset, key=rec.key, value=rec.value,
-                schema="opportunity" if crm else "roi_fact", now_ms=now_ms,
-            )))
+            self._reject(rec, decoded, "opportunity" if crm else "roi_fact", now_ms, out)
             return
         organizer = organizer_of(decoded)
         if crm:
@@ -197,6 +216,17 @@ class Processor:
                 elif record["roi"] is not None:
                     self.roi_views[rid] = record["roi"]
 
+    def _reject(self, rec: RawRecord, why: Rejection, schema: str, now_ms: int, out: Output) -> None:
+        c = self.counters
+        c.rejected[why.reason] = c.rejected.get(why.reason, 0) + 1
+        out.dead_letters.append((rec.key, dead_letter(why, topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                                                      key=rec.key, value=rec.value, schema=schema, now_ms=now_ms)))
+
+    def _capped(self, rec: RawRecord, cap: str, why: str, is_event: bool, now_ms: int, out: Output) -> None:
+        """A valid record a cap keeps out: dead-lettered like bad input (nothing is silently lost) and counted."""
+        self.counters.capped[cap] = self.counters.capped.get(cap, 0) + 1
+        self._reject(rec, Rejection("cap_exceeded", why), "event" if is_event else "interaction", now_ms, out)
+
     def _home_partition(self, event_id: str, rec: RawRecord) -> int:
         if rec.key is not None and rec.key == event_id.encode():
             return rec.partition  # keyed right: trust the producer's partitioner, whatever it is
@@ -219,6 +249,10 @@ class Processor:
             elif ev.summary_done and wall_now - (ev.summary_wall or wall_now) >= self.s.retention_s:
                 self._expire(event_id, out, wall_now)
                 continue
+            elif ev.ended is None and self._abandoned(ev, wall_now):
+                self.counters.abandoned += 1
+                self._expire(event_id, out, wall_now)
+                continue
             if snapshots and not ev.summary_done:
                 view = self.views[event_id] = ev.snapshot(ev.effective_clock(wall_now))
                 out.live.append(view)
@@ -226,6 +260,15 @@ class Processor:
         for event_id in [e for e, t in self.forgotten.items() if t < horizon]:
             del self.forgotten[event_id]
         return out
+
+    def _abandoned(self, ev: EventState, wall_now: float) -> bool:
+        """Never ended and silent for `abandon_after_s` of wall time, also after its scheduled end if it has one
+        (registrations may arrive weeks before a scheduled event)."""
+        after = self.s.abandon_after_s
+        if wall_now - ev.wall_last < after:
+            return False
+        scheduled_end = ev.meta.get("scheduled_end")
+        return scheduled_end is None or wall_now - scheduled_end / 1000 >= after
 
     def _expire(self, event_id: str, out: Output, wall_now: float) -> None:
         ev = self.events.pop(event_id)

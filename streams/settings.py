@@ -136,6 +136,18 @@ class Settings(BaseSettings):
     max_future_skew_s: float = Field(
         86400.0, ge=0, description="Records stamped further than this ahead of the wall clock are rejected."
     )
+    # --- Caps: bounded memory whatever the input (README: "Caps") --------------------------
+    max_events: int = Field(10_000, ge=1, description="Most events one worker tracks; records of more are rejected.")
+    max_attendees_per_event: int = Field(
+        250_000, ge=1, description="Most distinct attendees per event; records of more are rejected."
+    )
+    max_interactions_per_attendee: int = Field(
+        20_000, ge=1, description="Most interactions kept per attendee and event; further ones are rejected."
+    )
+    abandon_after_s: float = Field(
+        7 * 86400.0, gt=0,
+        description="An event that never ended, silent this long (and past its scheduled end), is dropped.",
+    )
     # --- Marketing ROI (README: "Marketing ROI") ---------------------------------------
     attribution_days: int = Field(
         30, ge=1, le=730, description="Days after an event in which a new opportunity is attributed to it."

@@ -19,7 +19,14 @@ import heapq
 from dataclasses import dataclass, field
 
 from streams.domain.presence import RANK_LEAVE, RANK_OTHER, Presence
-from streams.domain.scoring import GRADES, MQL_GRADES, Grades, Weights, engagement_score, grade
+from streams.domain.scoring import (
+    GRADES,
+    MQL_GRADES,
+    Grades,
+    Weights,
+    engagement_score,
+    grade,
+)
 from streams.domain.windows import WINDOW_MS, WINDOW_TYPES, close_window, window_of
 
 TYPES = ("registration", "join", "leave", "heartbeat", "chat", "question", "poll_vote", "reaction", "cta_click")
@@ -30,7 +37,7 @@ WINDOW_SLOT = {TYPE_INDEX[t]: i for i, t in enumerate(WINDOW_TYPES)}
 SESSION_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 2700, 3600, 5400, 7200)
 
 # Outcome of applying one interaction.
-APPLIED, LATE, DUPLICATE, REDELIVERED = 0, 1, 2, 3
+APPLIED, LATE, DUPLICATE, REDELIVERED, CAPPED_ATTENDEES, CAPPED_INTERACTIONS = range(6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +50,8 @@ class Params:
     weights: Weights = field(default_factory=Weights)
     drop_off_minute_ratio: float = 0.1
     grades: Grades = field(default_factory=Grades)
+    max_attendees: int = 250_000
+    max_interactions: int = 20_000
 
     @classmethod
     def from_settings(cls, s) -> Params:
@@ -54,11 +63,13 @@ class Params:
             weights=Weights(w.dwell, w.chat, w.question, w.poll, w.cta),
             drop_off_minute_ratio=s.drop_off_minute_ratio,
             grades=Grades(s.grade.a, s.grade.b, s.grade.c),
+            max_attendees=s.max_attendees_per_event,
+            max_interactions=s.max_interactions_per_attendee,
         )
 
 
 class Attendee:
-    __slots__ = ("presence", "registered", "key_flag", "accounts", "channel", "counts", "polls", "ids")
+    __slots__ = ("accounts", "channel", "counts", "ids", "key_flag", "polls", "presence", "registered")
 
     def __init__(self) -> None:
         self.presence = Presence()
@@ -172,7 +183,11 @@ class EventState:
         kind = TYPE_INDEX[rec["type"]]
         att = self.attendees.get(aid)
         if att is None:
+            if len(self.attendees) >= self.p.max_attendees:
+                return CAPPED_ATTENDEES
             att = self.attendees[aid] = Attendee()
+        elif sum(att.counts) >= self.p.max_interactions:  # bounds an attendee's memory (and its id scans)
+            return CAPPED_INTERACTIONS
         # Ids are unique per event (not per attendee): find the attendee that holds this id, if any.
         owner = self._id_owner.get(rid)
         seen = self.attendees[owner].find_id(rid) if owner is not None else None

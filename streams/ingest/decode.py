@@ -14,6 +14,7 @@ import orjson
 from streams.ingest.contracts import first_error, json_path, validator
 
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything older is a broken clock, not a webinar
+PLANNING_HORIZON_MS = 5 * 366 * 86_400_000  # scheduled times: up to about five years ahead
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 ONE_MS = timedelta(milliseconds=1)
 TIME_FIELDS = {"interaction": ("ts",), "event": ("ts", "scheduled_start", "scheduled_end"), "opportunity": ("ts",)}
@@ -57,8 +58,9 @@ def _decode(kind: str, value: bytes | None, now_ms: int, max_bytes: int, skew_ms
         return Rejection("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
     if not validator(kind).is_valid(obj):
         return _explain(kind, obj)
-    latest = now_ms + skew_ms
     for name in TIME_FIELDS[kind]:
+        # `ts` says when something happened: not (much) later than now. Planned times may lie years ahead.
+        latest = now_ms + (skew_ms if name == "ts" else PLANNING_HORIZON_MS)
         ts = obj.get(name)
         if ts is None:
             continue
@@ -70,7 +72,7 @@ def _decode(kind: str, value: bytes | None, now_ms: int, max_bytes: int, skew_ms
             ts = obj[name] = int(ts)
         if ts < MIN_TS_MS or ts > latest:
             return Rejection("timestamp_out_of_range",
-                             f"$.{name}: {ts} ms is before 2000 or more than {skew_ms // 1000} s in the future")
+                             f"$.{name}: {ts} ms is before 2000 or more than {(latest - now_ms) // 1000} s in the future")
     return obj
 
 

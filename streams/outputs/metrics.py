@@ -198,8 +198,17 @@ class LivePulseCollector:
         )
         for reason, n in c.rejected.items():
             rejected.add_metric([reason], n)
+        capped = CounterMetricFamily(
+            "livepulse_records_capped", "Valid records rejected by a cap (also in rejected, reason cap_exceeded).",
+            labels=["cap"],
+        )
+        for cap, n in c.capped.items():
+            capped.add_metric([cap], n)
         yield processed
         yield rejected
+        yield capped
+        yield CounterMetricFamily("livepulse_events_abandoned", "Events dropped without an end after a long silence.",
+                                  value=c.abandoned)
         yield CounterMetricFamily("livepulse_duplicates_dropped", "Duplicate interactions dropped.", value=c.duplicates)
         yield CounterMetricFamily("livepulse_redelivered_records",
                                   "Interactions skipped because the restored state already holds them (replay after "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -51,6 +52,19 @@ def test_event_scheduled_times_are_normalised_and_checked():
     assert bad == Rejection("bad_timestamp", bad.error) and "scheduled_start" in bad.error
     assert decode_event(b'{"event_id":"e","type":"ended","ts":1768489200000,"currency":"eur"}',
                         now_ms=NOW).reason == "schema_violation"
+
+
+def test_scheduled_times_may_lie_far_ahead_but_ts_may_not():
+    day = 86_400_000
+    planned = decode_event(orjson.dumps({"event_id": "e", "type": "scheduled", "ts": NOW,
+                                         "scheduled_start": NOW + 60 * day, "scheduled_end": NOW + 60 * day + 3_600_000}),
+                           now_ms=NOW)
+    assert planned["scheduled_start"] == NOW + 60 * day, "a webinar two months ahead is normal"
+    too_far = decode_event(orjson.dumps({"event_id": "e", "type": "scheduled", "ts": NOW,
+                                         "scheduled_start": NOW + 6 * 366 * day}), now_ms=NOW)
+    assert too_far.reason == "timestamp_out_of_range" and "scheduled_start" in too_far.error
+    assert decode_event(orjson.dumps({"event_id": "e", "type": "started", "ts": NOW + 2 * day}),
+                        now_ms=NOW).reason == "timestamp_out_of_range"
 
 
 def test_max_bytes_is_configurable():

@@ -89,12 +89,19 @@ class Attendee:
         return None
 
     def forget_ids(self, before: int) -> list[str]:
-        """Drop ids first seen before `before`; returns the ids dropped."""
+        """Drop the leading ids (arrival order) with a ts before `before`; returns the ids dropped.
+
+        O(dropped) per call: an older id arriving after a newer one waits for it, and meanwhile the lookup
+        rule in apply_interaction already treats it as forgotten, so the results do not depend on pruning."""
         ids = self.ids
-        if ids and ids[0][3] < before:
-            self.ids = [e for e in ids if e[3] >= before]
-            return [e[0] for e in ids if e[3] < before]
-        return []
+        n = 0
+        while n < len(ids) and ids[n][3] < before:
+            n += 1
+        if not n:
+            return []
+        dropped = [e[0] for e in ids[:n]]
+        del ids[:n]
+        return dropped
 
     @property
     def account_id(self) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,6 +35,16 @@ def _line(s: dict) -> str:
     )
 
 
+def _marketing(s: dict) -> str:
+    cur = s.get("currency") or ""
+    money = {k: f"{s[k]:.2f} {cur}" if s.get(k) is not None else "-" for k in ("cost_per_registration",
+                                                                              "cost_per_attendee")}
+    grades = " ".join(f"{g} {n}" for g, n in s["leads_by_grade"].items())
+    return (f"cost/registration {money['cost_per_registration']}  cost/attendee {money['cost_per_attendee']}"
+            f"  MQLs {s['mqls']} (grades {grades})"
+            f"  key accounts covered {s['key_accounts_covered']}/{s['key_accounts_targeted']}")
+
+
 async def _watch(settings: Settings, until_summaries: int, timeout: float) -> list[dict]:
     from aiokafka import AIOKafkaConsumer
 
@@ -53,6 +64,7 @@ async def _watch(settings: Settings, until_summaries: int, timeout: float) -> li
                     if tp.topic == settings.topic_summary:
                         summaries.append(msg)
                         click.echo("SUMMARY  " + _line(msg))
+                        click.echo("         " + _marketing(msg))
                     else:
                         click.echo("live     " + _line(msg))
     finally:
@@ -69,6 +81,9 @@ async def _watch(settings: Settings, until_summaries: int, timeout: float) -> li
 def demo_command(registrants: int, duration: int, speed: float, web_port: int, seed: int) -> None:
     """Run broker + worker + a simulated live webinar and show the numbers as they change."""
     workdir = Path("var/demo")
+    # The embedded broker keeps nothing between runs, so local state of an earlier run would contradict it
+    # (Faust refuses to start on a RocksDB newer than its changelog): every demo starts clean.
+    shutil.rmtree(workdir / "worker", ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
     with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
         env = {

@@ -15,6 +15,7 @@ COMMANDS = {
     "replay": "streams.simulate.cli:replay_command",
     "demo": "streams.demo:demo_command",
     "report": "streams.outputs.report:report_command",
+    "bench": "streams.bench.cli:bench_command",
 }
 
 

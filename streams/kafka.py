@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import errors as kafka_errors
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.conn import create_conn
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 from aiokafka.helpers import create_ssl_context
 
@@ -28,6 +30,15 @@ _RETRIABLE_METADATA = {3, 5}  # UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE
 
 class KafkaUnavailable(RuntimeError):
     """No broker answered within the allowed time."""
+
+
+class KafkaAuthError(KafkaUnavailable):
+    """The broker answered but refused our TLS or SASL credentials: waiting will not fix it."""
+
+
+# SASL answers that mean "these credentials are wrong" (aiokafka's bootstrap logs them and retries forever).
+_SASL_REFUSED = (kafka_errors.SaslAuthenticationFailed, kafka_errors.UnsupportedSaslMechanismError,
+                 kafka_errors.IllegalSaslStateError, kafka_errors.AuthenticationFailedError)
 
 
 def client_kwargs(settings: Settings) -> dict[str, Any]:
@@ -144,6 +155,8 @@ async def probe(settings: Settings, timeout: float = 5.0) -> None:
             errors.append(f"{server}: {exc or 'connect timed out'}")
             continue
         writer.close()
+        if settings.security_protocol != "PLAINTEXT":
+            await _check_credentials(settings, server, host.strip("[]"), int(port), timeout)
         break
     else:
         raise KafkaUnavailable("; ".join(errors))
@@ -152,6 +165,38 @@ async def probe(settings: Settings, timeout: float = 5.0) -> None:
         await asyncio.wait_for(admin.start(), timeout)
     finally:
         await admin.close()
+
+
+async def _check_credentials(settings: Settings, server: str, host: str, port: int, timeout: float) -> None:
+    """One connection with the TLS/SASL settings; raise KafkaAuthError when the broker refuses them.
+
+    aiokafka's clients treat a refused handshake like an unreachable broker (log, retry), which would keep a
+    worker with a wrong password or CA waiting until startup_wait_s. The message names the user and mechanism,
+    never the password.
+    """
+    kwargs = client_kwargs(settings)
+    who = f"user {settings.sasl_username!r} ({settings.sasl_mechanism})" if "sasl_mechanism" in kwargs else ""
+    try:
+        conn = await asyncio.wait_for(create_conn(host, port, request_timeout_ms=int(timeout * 1000), **{
+            k: v for k, v in kwargs.items() if k != "bootstrap_servers"}), timeout)
+    except ssl.SSLCertVerificationError as exc:
+        raise KafkaAuthError(f"TLS: the certificate of Kafka at {server} was not accepted ({exc.verify_message}); "
+                             "check ssl_cafile") from None
+    except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+        raise  # the broker closed the connection: maybe still starting, retry
+    except ssl.SSLError as exc:
+        raise KafkaAuthError(f"TLS handshake with Kafka at {server} failed ({exc.reason or exc}); "
+                             "is it a TLS listener, and are ssl_certfile/ssl_keyfile right?") from None
+    except _SASL_REFUSED as exc:
+        raise KafkaAuthError(f"Kafka at {server} refused SASL authentication as {who}: "
+                             f"{type(exc).__name__}: {exc}") from None
+    except (KeyError, ValueError) as exc:
+        if not who:
+            raise
+        # aiokafka's SCRAM client fails this way when the server's final message is an error (e.g. unknown user)
+        raise KafkaAuthError(f"Kafka at {server} refused SASL authentication as {who}: the SCRAM exchange failed "
+                             f"({type(exc).__name__}: {exc}); wrong user name or password?") from None
+    conn.close()
 
 
 async def wait_for_broker(settings: Settings, timeout: float = 60.0, log_every: float = 5.0) -> None:
@@ -168,7 +213,7 @@ async def wait_for_broker(settings: Settings, timeout: float = 60.0, log_every: 
         try:
             await probe(settings, timeout=max(0.5, min(5.0, deadline - loop.time())))
             return
-        except (ValueError, ssl.SSLError):
+        except (ValueError, ssl.SSLError, KafkaAuthError):
             raise  # misconfiguration: waiting will not fix it
         except Exception as exc:  # noqa: BLE001 - any failure to answer is "not ready yet"
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

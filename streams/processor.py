@@ -166,6 +166,8 @@ class Processor:
             out.roi.extend(ledger.changed())
             ledger.expire()
             self._persist_ledger(organizer, ledger, out)
+            if ledger.empty():
+                del self.ledgers[organizer], self.ledger_partition[organizer]
         return out
 
     def _roi_record(self, rec: RawRecord, now_ms: int, out: Output, ledgers: dict[str, Ledger]) -> None:
@@ -188,6 +190,11 @@ class Processor:
                 c.rekeyed += 1
                 out.roi_facts.append((key, orjson.dumps({"fact": "opportunity", **decoded})))
                 return
+        if organizer not in self.ledgers and len(self.ledgers) >= s.max_organizers:
+            self.counters.capped["organizers"] = self.counters.capped.get("organizers", 0) + 1
+            why = f"this worker already keeps {s.max_organizers} organisers (LIVEPULSE_MAX_ORGANIZERS)"
+            self._reject(rec, Rejection("cap_exceeded", why), "opportunity" if crm else "roi_fact", now_ms, out)
+            return
         ledger = self._ledger(organizer, rec.partition)
         ledgers[organizer] = ledger
         fact = decoded.get("fact", "opportunity")

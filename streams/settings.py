@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     max_interactions_per_attendee: int = Field(
         20_000, ge=1, description="Most interactions kept per attendee and event; further ones are rejected."
     )
+    max_event_span_s: float = Field(
+        3 * 86400.0, gt=0,
+        description="Minute windows further than this before an event's newest are skipped (a forged or broken ts).",
+    )
+    max_organizers: int = Field(1_000, ge=1, description="Most organisers one worker keeps ROI ledgers for.")
     abandon_after_s: float = Field(
         7 * 86400.0, gt=0,
         description="An event that never ended, silent this long (and past its scheduled end), is dropped.",

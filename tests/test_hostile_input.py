@@ -163,3 +163,34 @@ def test_fuzzed_records_never_break_the_worker_nor_touch_valid_traffic(seed, val
     assert dead == invalid
     assert all(d["reason"] and d["error"] for d in got.dead_letters)
     assert sum(proc.counters.rejected.values()) == len(got.dead_letters)
+
+
+def test_a_forged_timestamp_far_back_does_not_make_millions_of_windows():
+    far = {"id": "f", "event_id": "ev", "attendee_id": "forger", "type": "join", "ts": 946_771_200_000}  # 2000-01-02
+    life = [raw(SETTINGS.topic_events, {"event_id": "ev", "type": t, "ts": T0 + dt}, offset=i)
+            for i, (t, dt) in enumerate((("started", 0), ("ended", 600_000)))]
+    records = [raw(TOPIC, far, offset=0)] + [raw(TOPIC, chat("ev", "a", i * 100), offset=i + 1) for i in range(60)]
+    got = run_records(records[:1] + life + records[1:], SETTINGS, wall_start=NOW_S)
+    span_minutes = SETTINGS.max_event_span_s / 60
+    assert 10 < len(got.minutes) <= span_minutes + 11  # the span before the end, plus the 10-minute event
+    assert len(got.summaries["ev"]["attendance_curve"]) == len(got.minutes)
+    assert got.summaries["ev"]["interactions"]["chat"] == 60, "the real records still count"
+
+
+def test_key_accounts_of_an_event_are_capped():
+    records = [raw(SETTINGS.topic_events, {"event_id": "ev", "type": "scheduled", "ts": T0,
+                                           "key_accounts": [f"k{j}-{i}" for i in range(10_000)]}, offset=j)
+               for j in range(3)]
+    s = SETTINGS.model_copy(update={"max_record_bytes": 1 << 20})
+    got = run_records(records, s, wall_start=NOW_S, finish=False)
+    assert not got.dead_letters
+    assert len(got.processor.events["ev"].key_accounts) == 10_000
+
+
+def test_organisers_cap_dead_letters_facts_of_further_organisers():
+    s = SETTINGS.model_copy(update={"max_organizers": 2})
+    opps = [raw(s.topic_opportunities, {"opportunity_id": f"o{i}", "organizer_id": f"org{i}", "stage": "created",
+                                        "ts": T0, "account_id": "a"}, key=f"org{i}", offset=i) for i in range(3)]
+    got = run_records(opps, s, wall_start=NOW_S, finish=False)
+    assert sorted(got.processor.ledgers) == ["org0", "org1"]
+    assert dead_reasons(got) == ["cap_exceeded"] and got.processor.counters.capped == {"organizers": 1}

@@ -52,6 +52,8 @@ class Params:
     grades: Grades = field(default_factory=Grades)
     max_attendees: int = 250_000
     max_interactions: int = 20_000
+    max_span_ms: int = 3 * 86_400_000
+    max_key_accounts: int = 10_000
 
     @classmethod
     def from_settings(cls, s) -> Params:
@@ -65,6 +67,7 @@ class Params:
             grades=Grades(s.grade.a, s.grade.b, s.grade.c),
             max_attendees=s.max_attendees_per_event,
             max_interactions=s.max_interactions_per_attendee,
+            max_span_ms=round(s.max_event_span_s * 1000),
         )
 
 
@@ -262,7 +265,8 @@ class EventState:
             if key in rec:
                 self.meta[key] = rec[key]
         if rec.get("key_accounts"):
-            self.key_accounts.update(rec["key_accounts"])
+            room = self.p.max_key_accounts - len(self.key_accounts)  # a cap: lists are re-sent with each record
+            self.key_accounts.update(rec["key_accounts"][:max(0, room)])
         if kind == "started":
             if self.started is None or ts < self.started:
                 self.started = ts
@@ -335,6 +339,16 @@ class EventState:
         if self.next_window is None:
             return
         last = window_of(self.ended) if self.ended is not None else None
+        newest = last if force and last is not None else watermark
+        floor = window_of(newest - self.p.max_span_ms)
+        if self.next_window < floor:
+            # A record far before the rest (a broken clock, a forged ts) would otherwise make the event emit and
+            # keep one window per minute of the gap: windows beyond the span are skipped (README "Caps").
+            self.next_window, self.before = floor, 0
+            for stale in [w for w in self._members if w < floor]:
+                del self._members[stale]
+            for stale in [w for w in self.window_counts if w < floor]:
+                del self.window_counts[stale]
         while (force or watermark > self.next_window + WINDOW_MS) and not self.windows_done:
             start = self.next_window
             if last is not None and start > last:

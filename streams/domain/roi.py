@@ -243,8 +243,10 @@ class Ledger:
                         if person["first"] is None or candidate < person["first"]:
                             person["first"] = candidate
                         person["last"] = max(person["last"], ev["end"])
-                for events in self._account_events.values():
+                for account, events in list(self._account_events.items()):
                     events.discard(event_id)
+                    if not events:
+                        del self._account_events[account]
         oldest_end = min((ev["end"] for ev in self.events.values()), default=clock)
         for oid, opp in list(self.opportunities.items()):
             if opp["created"] < oldest_end and clock > opp["created"] + widest:
@@ -255,6 +257,9 @@ class Ledger:
             if not person["events"] and clock > person["last"] + memory:
                 del self.persons[aid]
                 self.dirty.add(("p", aid))
+
+    def empty(self) -> bool:
+        return not (self.events or self.persons or self.opportunities)
 
     # ------------------------------------------------------------------ persistence
     def take_dirty(self) -> list[tuple[str, str, dict | None]]:

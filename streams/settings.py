@@ -107,8 +107,8 @@ class Settings(BaseSettings):
         description="Table store: rocksdb (local files under data_dir, fast restart) or memory (rebuilt from the "
         "changelog at every start).",
     )
-    batch_max_records: int = Field(2000, ge=1, description="Most records processed as one batch.")
-    batch_max_wait_s: float = Field(0.05, gt=0, description="Longest wait to fill a batch.")
+    batch_max_records: int = Field(10000, ge=1, description="Most records processed as one batch.")
+    batch_max_wait_s: float = Field(0.2, gt=0, description="Longest wait to fill a batch.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     session_timeout_s: float = Field(
         10.0, gt=0, description="Consumer-group session timeout: how fast a crashed worker's partitions move on."

@@ -45,7 +45,7 @@ COST_GAUGES = (
 NO_CURRENCY = "XXX"  # ISO 4217 "no currency"
 
 
-BATCH_BUCKETS = (1, 10, 100, 500, 1000, 2000, 5000)
+BATCH_BUCKETS = (1, 10, 100, 500, 1000, 2000, 5000, 10000)
 
 
 def cumulative_buckets(bounds: tuple, counts: list[int]) -> list[tuple[str, int]]:

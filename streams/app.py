@@ -196,6 +196,7 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
         worker.on_revoked()
 
     app.on_partitions_revoked.connect(on_revoked)
+    commit_before_revocation(app)
 
     @app.timer(interval=TICK_INTERVAL_S)
     async def tick() -> None:
@@ -215,6 +216,30 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
         return self.json(body, status=200 if ok else 503)
 
     return app, worker
+
+
+def commit_before_revocation(app: faust.App) -> None:
+    """Commit the acknowledged offsets when a rebalance revokes partitions, before Faust forgets them.
+
+    faust-streaming's consumer drops the acknowledged-but-not-yet-committed offsets of revoked partitions and only
+    then commits (faust-streaming/faust#502), and an eager rebalance revokes every partition, also those the worker
+    keeps: each rebalance replayed up to a commit interval of records (harmless -- they are skipped and counted as
+    redelivered -- but a scale-out or rolling restart re-read seconds of input on every worker).
+    Acknowledged means processed with every state and output record acknowledged by the broker (see the commit
+    order), so committing them here is as safe as Faust's periodic commit.
+    """
+    consumer = app.consumer
+    revoke = consumer.on_partitions_revoked
+
+    async def on_partitions_revoked(revoked: set) -> None:
+        try:
+            await consumer.commit()
+        except Exception:
+            log.warning("committing offsets before the rebalance failed; their records will be replayed",
+                        exc_info=True)
+        await revoke(revoked)
+
+    consumer.on_partitions_revoked = on_partitions_revoked
 
 
 def run_worker(settings: Settings) -> None:

@@ -319,6 +319,8 @@ class Processor:
             ev.wall_last = wall_now
             self.events[event_id] = ev
             self.event_partition[event_id] = partition
+            if ev.summary_done:  # no snapshot will come: show the final figures at once (after a takeover)
+                self.views[event_id] = ev.snapshot(ev.ended if ev.ended is not None else ev.clock or 0)
         return len(grouped)
 
     def drop_partitions(self, partitions: set[int]) -> None:

@@ -249,8 +249,9 @@ class Processor:
                 out.minutes.extend(ev.take_closed_windows())
                 out.summaries.append(summary)
                 out.leads.extend(leads)
-                for fact in ev.roi_facts(summary, leads):
-                    out.roi_facts.append((fact["organizer_id"].encode(), orjson.dumps(fact)))
+                if self.s.roi_enabled:
+                    for fact in ev.roi_facts(summary, leads):
+                        out.roi_facts.append((fact["organizer_id"].encode(), orjson.dumps(fact)))
                 self.views[event_id] = summary
                 self._persist(ev, out)
             elif ev.summary_done and wall_now - (ev.summary_wall or wall_now) >= self.s.retention_s:

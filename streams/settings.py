@@ -154,6 +154,9 @@ class Settings(BaseSettings):
         description="An event that never ended, silent this long (and past its scheduled end), is dropped.",
     )
     # --- Marketing ROI (README: "Marketing ROI") ---------------------------------------
+    roi_enabled: bool = Field(
+        True, description="Feed ended events to the ROI ledgers (off: no ROI records and no ROI state)."
+    )
     attribution_days: int = Field(
         30, ge=1, le=730, description="Days after an event in which a new opportunity is attributed to it."
     )

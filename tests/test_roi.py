@@ -261,3 +261,11 @@ def test_ledger_forgets_what_can_no_longer_change_a_figure():
     assert set(ledger.opportunities) == {"late"}, "opportunities older than every window are dropped"
     assert all(not p["events"] for p in ledger.persons.values()), "persons keep only their first event"
     assert not any(k.startswith(b"#roi/org-x/e/") for k in got.state), "and their state records are deleted"
+
+
+def test_roi_can_be_turned_off():
+    arrivals = sorted(hand_case(), key=lambda a: a[1]["ts"])
+    s = settings_for("last_touch").model_copy(update={"roi_enabled": False})
+    got = run_records(kafka_records(arrivals, 1, rfc3339_rate=0), s, wall_start=NOW_S)
+    assert set(got.summaries) == {"e1", "e2"} and got.roi_facts == [] and got.roi == {}
+    assert got.processor.ledgers == {}

@@ -86,15 +86,16 @@ def _rss_kb(pid: int) -> int:
 
 
 @pytest.mark.integration
-@pytest.mark.xfail(reason="KNOWN GAP: the worker's RSS grows ~25 MB per 100 s while its state stays flat (outside the "
-                          "Processor: Faust, aiokafka, the table store or the allocator; not yet found)", strict=False)
 @pytest.mark.timeout(SOAK_SECONDS + 240)
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs /proc for RSS")
 def test_real_worker_rss_flattens(broker, tmp_path):
     seconds = SOAK_SECONDS
     pipe = Pipeline(broker, tmp_path, partitions=2, extra_env={
         "LIVEPULSE_STORE": "memory", "LIVEPULSE_RETENTION_S": "5", "LIVEPULSE_ALLOWED_LATENESS_S": "1",
-        "LIVEPULSE_IDLE_TIMEOUT_S": "10"})
+        "LIVEPULSE_IDLE_TIMEOUT_S": "10",
+        # ROI ledgers keep every event for its attribution window (days of event time, README "Marketing ROI"):
+        # tracemalloc showed them as the whole growth of this run; this soak is about the engagement state.
+        "LIVEPULSE_ROI_ENABLED": "false"})
     worker = WorkerProcess(pipe).start()
     rss, held, sent = [], [], 0
     try:

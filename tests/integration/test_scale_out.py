@@ -30,7 +30,7 @@ from tests.integration.harness import (
     produce,
     wait_until,
 )
-from tests.integration.test_worker_reference import _as_sim, expected_of, scenario
+from tests.integration.test_worker_reference import _as_sim, check_topics, expected_of, scenario
 from tests.reference import assert_same
 
 pytestmark = pytest.mark.integration
@@ -129,21 +129,6 @@ def outputs_of(pipe: Pipeline, n_events: int, timeout: float = 120.0) -> dict[st
     time.sleep(1.0)
     got = asyncio.run(consume(pipe.broker, topics, until=done, timeout=timeout))
     return {t: decoded(v) for t, v in got.items()}
-
-
-def check_topics(pipe: Pipeline, outputs: dict[str, list[dict]], expected) -> None:
-    """Upserts by key (the last record per key wins) equal the reference: summaries, leads, minute windows."""
-    s = pipe.settings
-    summaries = {m["event_id"]: m for m in outputs[s.topic_summary]}
-    leads = {(m["event_id"], m["attendee_id"]): m for m in outputs[s.topic_leads]}
-    minutes = {(m["event_id"], m["window_start"]): m for m in outputs[s.topic_minute]}
-    assert set(summaries) == set(expected), "one summary per ended event"
-    for event_id, result in expected.items():
-        assert_same(summaries[event_id], result.summary, f"summary[{event_id}]")
-        assert_same(sorted((m for k, m in leads.items() if k[0] == event_id), key=lambda m: m["attendee_id"]),
-                    result.leads, f"leads[{event_id}]")
-        assert_same(sorted((m for k, m in minutes.items() if k[0] == event_id), key=lambda m: m["window_start"]),
-                    result.minutes, f"minutes[{event_id}]")
 
 
 def check_metrics(per_worker: dict[str, dict[tuple, float]], expected) -> None:

@@ -63,10 +63,12 @@ def collect_outputs(pipe: Pipeline, n_events: int) -> dict[str, list[dict]]:
     return {t: decoded(v) for t, v in got.items()}
 
 
-def check(pipe: Pipeline, outputs, expected, workers: list[WorkerProcess]) -> None:
+def check_topics(pipe: Pipeline, outputs: dict[str, list[dict]], expected) -> None:
+    """Upserts by key (the last record per key wins; a replay may repeat one with the same content) follow their
+    schemas and equal the reference: summaries, leads, minute windows."""
     s = pipe.settings
-    summaries = {m["event_id"]: m for m in outputs[s.topic_summary]}  # a replay may repeat one: same content
-    assert set(summaries) == set(expected)
+    summaries = {m["event_id"]: m for m in outputs[s.topic_summary]}
+    assert set(summaries) == set(expected), "one summary per ended event"
     leads = {(m["event_id"], m["attendee_id"]): m for m in outputs[s.topic_leads]}
     minutes = {(m["event_id"], m["window_start"]): m for m in outputs[s.topic_minute]}
     for kind, records in (("summary", summaries.values()), ("lead", leads.values()), ("minute", minutes.values())):
@@ -78,6 +80,10 @@ def check(pipe: Pipeline, outputs, expected, workers: list[WorkerProcess]) -> No
                     result.leads, f"leads[{event_id}]")
         assert_same(sorted((m for k, m in minutes.items() if k[0] == event_id), key=lambda m: m["window_start"]),
                     result.minutes, f"minutes[{event_id}]")
+
+
+def check(pipe: Pipeline, outputs, expected, workers: list[WorkerProcess]) -> None:
+    check_topics(pipe, outputs, expected)
     # /metrics: summed over the workers (each exports only the events it owns) they show the final figures
     totals: dict[tuple, float] = {}
     for w in workers:

@@ -170,6 +170,7 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 6),
         broker_rebalance_timeout=max(10.0, settings.session_timeout_s * 2),
+        stream_buffer_maxsize=2 * settings.batch_max_records,  # a batch must fit, or Faust pauses partitions
         web_enabled=True,
         web_bind=settings.web_host,
         web_port=settings.web_port,

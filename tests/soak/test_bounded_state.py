@@ -2,7 +2,7 @@
 
 (a) the Processor directly, in simulated wall time (a few minutes of CPU): events, attendees, id memory, state
     keys and traced Python memory sampled through 600 events;
-(b) a real worker on the embedded broker for LIVEPULSE_SOAK_SECONDS (default 180) with RSS read from /proc.
+(b) a real worker on the embedded broker for SOAK_SECONDS (default 180) with RSS read from /proc.
 Both compare the maximum of the second half of the run with the first half (after a warm-up), with tolerance.
 """
 
@@ -24,7 +24,7 @@ from tests.bounded import T0_S, new_run, play
 from tests.integration.harness import Pipeline, WorkerProcess
 
 pytestmark = pytest.mark.soak
-SOAK_SECONDS = float(os.environ.get("LIVEPULSE_SOAK_SECONDS", "180"))
+SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "180"))
 
 
 def _halves(values: list[float], warmup: float = 0.2) -> tuple[float, float]:

@@ -136,7 +136,8 @@ async def produce(broker: str, records: list[tuple[str, bytes | None, bytes | No
 
 
 async def consume(broker: str, topics: list[str], *, until, timeout: float = 120.0) -> dict[str, list]:
-    """Read the topics from the beginning until `until(received)` is true; received[topic] = [(key, value)]."""
+    """Read the topics from the beginning until `until(received)` is true and every partition is read to its end;
+    received[topic] = [(key, value)]."""
     consumer = AIOKafkaConsumer(*topics, bootstrap_servers=broker.split("://", 1)[-1],
                                 auto_offset_reset="earliest", group_id=None, enable_auto_commit=False)
     await consumer.start()
@@ -150,6 +151,18 @@ async def consume(broker: str, topics: list[str], *, until, timeout: float = 120
             batches = await consumer.getmany(timeout_ms=500)
             for tp, msgs in batches.items():
                 received[tp.topic].extend((m.key, m.value) for m in msgs)
+        # `until` may hold before every topic is read (e.g. all summaries but not yet all their leads): read on
+        # until each partition is at the high watermark the broker reported.
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=300)
+            for tp, msgs in batches.items():
+                received[tp.topic].extend((m.key, m.value) for m in msgs)
+            caught_up = True
+            for tp in consumer.assignment():
+                high = consumer.highwater(tp)
+                caught_up = caught_up and high is not None and await consumer.position(tp) >= high
+            if caught_up and not batches:
+                break
     finally:
         await consumer.stop()
     return received

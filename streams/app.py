@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import time
 from typing import Any
 
@@ -26,6 +27,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streams import kafka
+from streams.ingest import consumer_fixes
 from streams.outputs.metrics import BatchSizes, LivePulseCollector
 from streams.partitioning import partition_for
 from streams.processor import Output, Processor, RawRecord
@@ -39,6 +41,7 @@ TICK_INTERVAL_S = 1.0  # how often due summaries and retention are checked; snap
 # rescans them so often that it took ~45% of the processing time (py-spy, README "Performance"). Collect the
 # young generation less often, and move restored state out of the collector's sight (gc.freeze) after recovery.
 GC_THRESHOLDS = (50_000, 20, 100)
+EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: a batch failed; nothing of it was committed
 
 
 class Worker:
@@ -54,14 +57,21 @@ class Worker:
         self.ready = False
         self.last_snapshot = 0.0
         self.batch_sizes = BatchSizes()
+        self.source_topics = {settings.topic_interactions, settings.topic_events, settings.topic_rekeyed,
+                              settings.topic_opportunities, settings.topic_roi_facts}
         table.on_recovered = self.on_recovered
 
     # ------------------------------------------------------------------ rebalances
     def on_revoked(self) -> None:
         self.ready = False
 
-    def on_recovered(self, active: set[int]) -> None:
-        """Recovery of the changelog is complete: drop what we lost, rebuild what we gained."""
+    async def on_recovered(self, active: set[int]) -> None:
+        """Recovery of the changelog is complete: drop what we lost, rebuild what we gained, re-read what arrived
+        while we were not ready.
+
+        Records that arrived before this point were deferred, not processed: every owned partition goes back to
+        its committed offset before processing starts (see consumer_fixes.rewind_to_committed).
+        """
         started = time.monotonic()
         lost, gained = self.owned - active, active - self.owned
         if lost:
@@ -72,17 +82,29 @@ class Worker:
         for partition in sorted(gained):
             restored += self.processor.restore(partition, self.store.scan(partition), now)
         self.owned = set(active)
+        await consumer_fixes.rewind_to_committed(self.app, self.source_topics, active)
         self.ready = True
         gc.freeze()
-        log.info("partitions %s: restored %d events in %.3f s (released %s)",
-                 sorted(active), restored, time.monotonic() - started, sorted(lost))
+        log.info("partitions %s: restored %d events in %.3f s (released %s); reading on from the committed offsets "
+                 "(%d records deferred so far)", sorted(active), restored, time.monotonic() - started, sorted(lost),
+                 self.processor.counters.deferred)
 
     # ------------------------------------------------------------------ the hot path
     async def handle(self, events: list[Any]) -> None:
         records = []
+        ready, owned = self.ready, self.owned
         for event in events:
             msg = event.message
+            if not ready or msg.partition not in owned:
+                # Faust resumes the flow of newly assigned partitions before their state is restored (and a batch
+                # may straddle a rebalance). Such a record must neither touch state nor be committed: marked acked
+                # here it stays out of the commit, and on_recovered rewinds its partition to read it again.
+                msg.acked = True
+                self.processor.counters.deferred += 1
+                continue
             records.append(RawRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value))
+        if not records:
+            return
         self.batch_sizes.observe(len(records))
         out = self.processor.process(records, time.time())
         await self.emit(out)
@@ -171,6 +193,10 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 6),
         broker_rebalance_timeout=max(10.0, settings.session_timeout_s * 2),
         stream_buffer_maxsize=2 * settings.batch_max_records,  # a batch must fit, or Faust pauses partitions
+        # No standby replicas: faust-streaming's fetch loop drops records of partitions it considers paused
+        # without seeking back, which leaves holes in a standby copy that a takeover would then trust. A worker
+        # that gains a partition replays its changelog instead (RocksDB: from the offset its own files hold).
+        table_standby_replicas=0,
         web_enabled=True,
         web_bind=settings.web_host,
         web_port=settings.web_port,
@@ -190,14 +216,23 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
     @app.agent(source)
     async def process(stream: faust.StreamT) -> None:
         async for events in stream.take_events(settings.batch_max_records, within=settings.batch_max_wait_s):
-            await worker.handle(events)
+            try:
+                await worker.handle(events)
+            except Exception:
+                # Faust would restart the agent and acknowledge the batch on the way out (take_events acks in a
+                # `finally`): the batch would be committed unprocessed. Stop without committing instead; whoever
+                # owns the partitions next processes it again.
+                log.critical("a batch could not be processed and persisted; exiting without committing it",
+                             exc_info=True)
+                logging.shutdown()
+                os._exit(EXIT_BATCH_FAILED)
             # returning to take_events acknowledges the batch; Faust commits acknowledged offsets
 
     async def on_revoked(sender: faust.App, revoked: set, **kwargs: Any) -> None:
         worker.on_revoked()
 
     app.on_partitions_revoked.connect(on_revoked)
-    commit_before_revocation(app)
+    consumer_fixes.commit_before_revocation(app)
 
     @app.timer(interval=TICK_INTERVAL_S)
     async def tick() -> None:
@@ -217,30 +252,6 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
         return self.json(body, status=200 if ok else 503)
 
     return app, worker
-
-
-def commit_before_revocation(app: faust.App) -> None:
-    """Commit the acknowledged offsets when a rebalance revokes partitions, before Faust forgets them.
-
-    faust-streaming's consumer drops the acknowledged-but-not-yet-committed offsets of revoked partitions and only
-    then commits (faust-streaming/faust#502), and an eager rebalance revokes every partition, also those the worker
-    keeps: each rebalance replayed up to a commit interval of records (harmless -- they are skipped and counted as
-    redelivered -- but a scale-out or rolling restart re-read seconds of input on every worker).
-    Acknowledged means processed with every state and output record acknowledged by the broker (see the commit
-    order), so committing them here is as safe as Faust's periodic commit.
-    """
-    consumer = app.consumer
-    revoke = consumer.on_partitions_revoked
-
-    async def on_partitions_revoked(revoked: set) -> None:
-        try:
-            await consumer.commit()
-        except Exception:
-            log.warning("committing offsets before the rebalance failed; their records will be replayed",
-                        exc_info=True)
-        await revoke(revoked)
-
-    consumer.on_partitions_revoked = on_partitions_revoked
 
 
 def run_worker(settings: Settings) -> None:

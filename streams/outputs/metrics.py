@@ -213,6 +213,10 @@ class LivePulseCollector:
         yield CounterMetricFamily("livepulse_redelivered_records",
                                   "Interactions skipped because the restored state already holds them (replay after "
                                   "a restart or rebalance).", value=c.redelivered)
+        yield CounterMetricFamily("livepulse_records_deferred",
+                                  "Records received while their partition was moving to or from this worker, left "
+                                  "unprocessed and uncommitted to be read again once its state is restored.",
+                                  value=c.deferred)
         yield CounterMetricFamily("livepulse_late_records", "Records beyond the allowed lateness.", value=c.late)
         yield CounterMetricFamily(
             "livepulse_records_rekeyed", "Valid records forwarded to their event's partition.", value=c.rekeyed

@@ -13,7 +13,7 @@ explicit partition here. This is the only module that touches Faust store intern
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import faust
@@ -35,14 +35,14 @@ def changelog_topic(app_id: str) -> str:
 class StateTable(faust.Table):
     """A raw-bytes table that tells its owner when recovery of newly assigned partitions is complete."""
 
-    on_recovered: Callable[[set[int]], None] | None = None
+    on_recovered: Callable[[set[int]], Awaitable[None]] | None = None
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)
         if self.on_recovered is None:
             return
         try:
-            self.on_recovered({tp.partition for tp in active_tps})
+            await self.on_recovered({tp.partition for tp in active_tps})
         except Exception as exc:  # Faust awaits this through asyncio.wait(): an error would vanish silently
             log.exception("rebuilding state after recovery failed")
             await self.app.crash(exc)

@@ -250,12 +250,6 @@ def test_three_workers_share_the_partitions_and_together_equal_the_reference(bro
 
 
 # ---------------------------------------------------------------------------------------------- 2. crash, no restart
-@pytest.mark.xfail(strict=False, reason=(
-    "KNOWN BUG, under investigation: on a loaded machine (about 1 run in 3 with three copies of this test in "
-    "parallel, 2 of 3 CI runs) the survivor that takes over the killed worker's partition restores its events "
-    "from the changelog (read to the true end) but never applies the `ended` records of 2 of them that follow on "
-    "the events topic, so their summaries never come; unloaded it passes. Not caused by the batch size (fails with "
-    "2000/0.05 too) nor by commit_before_revocation (fails without it too)."))
 def test_killed_worker_not_restarted_its_partitions_move_to_the_survivors(broker, tmp_path, record_property):
     """kill -9 one of three workers in the middle of the webinars and never bring it back: after the session
     timeout the survivors are assigned its partitions, rebuild its events from the changelog and carry on; every

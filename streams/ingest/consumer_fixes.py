@@ -1,0 +1,56 @@
+"""Workarounds for faust-streaming's consumer, so that nothing fetched or acknowledged is lost in a rebalance.
+
+This is the only module that reaches into Faust's consumer internals; each fix names the behaviour it corrects.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+from faust.types import TP
+
+log = logging.getLogger("livepulse.consumer")
+
+
+def commit_before_revocation(app: faust.App) -> None:
+    """Commit the acknowledged offsets when a rebalance revokes partitions, before Faust forgets them.
+
+    faust-streaming's consumer drops the acknowledged-but-not-yet-committed offsets of revoked partitions and only
+    then commits (faust-streaming/faust#502), and an eager rebalance revokes every partition, also those the worker
+    keeps: each rebalance replayed up to a commit interval of records (harmless -- they are skipped and counted as
+    redelivered -- but a scale-out or rolling restart re-read seconds of input on every worker).
+    Acknowledged means processed with every state and output record acknowledged by the broker (see the commit
+    order), so committing them here is as safe as Faust's periodic commit.
+    """
+    consumer = app.consumer
+    revoke = consumer.on_partitions_revoked
+
+    async def on_partitions_revoked(revoked: set) -> None:
+        try:
+            await consumer.commit()
+        except Exception:
+            log.warning("committing offsets before the rebalance failed; their records will be replayed",
+                        exc_info=True)
+        await revoke(revoked)
+
+    consumer.on_partitions_revoked = on_partitions_revoked
+
+
+async def rewind_to_committed(app: faust.App, topics: set[str], partitions: set[int]) -> None:
+    """Move every owned input partition back to its committed offset (its first offset if none is committed).
+
+    Records that reach the worker while a rebalance restores state are not processed (streams/app.py defers
+    them); they must be read again. Faust's own seek after recovery leaves a partition without a committed offset
+    (or at offset 0) wherever the fetcher got to, because aiokafka only seeks to positive committed offsets, so a
+    new partition's first records could be skipped. The offsets are looked up first (in the consumer's thread)
+    and the seeks then done together, without yielding to the event loop that delivers records.
+    """
+    consumer = app.consumer
+    owned = {tp for tp in consumer.assignment() if tp.topic in topics and tp.partition in partitions}
+    committed = await consumer.seek_to_committed()  # seeks the partitions with a positive committed offset
+    rest = [tp for tp in owned if not committed.get(tp)]
+    first = await consumer.earliest_offsets(*rest) if rest else {}
+    for tp in rest:
+        await consumer.seek(TP(tp.topic, tp.partition), first.get(tp) or 0)  # synchronous inside

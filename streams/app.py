@@ -27,7 +27,8 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streams import kafka
-from streams.ingest import consumer_fixes
+from streams.ingest import batch_fetch, consumer_fixes
+from streams.outputs.batches import MAX_BATCH_BYTES, BatchSender
 from streams.outputs.metrics import BatchSizes, LivePulseCollector
 from streams.partitioning import partition_for
 from streams.processor import Output, Processor, RawRecord
@@ -90,11 +91,17 @@ class Worker:
                  self.processor.counters.deferred)
 
     # ------------------------------------------------------------------ the hot path
-    async def handle(self, events: list[Any]) -> None:
+    async def handle_polled(self, messages: list[Any]) -> None:
+        """A poll's worth of input (ingest.batch_fetch): process, persist, then acknowledge for the commit."""
+        await self.handle(messages)
+        ack = self.app.consumer.ack
+        for message in messages:
+            ack(message)  # a deferred message is already marked acked: this leaves it out of the commit
+
+    async def handle(self, messages: list[Any]) -> None:
         records = []
         ready, owned = self.ready, self.owned
-        for event in events:
-            msg = event.message
+        for msg in messages:
             if not ready or msg.partition not in owned:
                 # Faust resumes the flow of newly assigned partitions before their state is restored (and a batch
                 # may straddle a rebalance). Such a record must neither touch state nor be committed: marked acked
@@ -119,23 +126,35 @@ class Worker:
         await self.emit(self.processor.tick(now, snapshots=snapshots))
 
     async def emit(self, out: Output) -> None:
-        """Send state and outputs; return only when the broker has acknowledged every record."""
-        s, send = self.s, self.app.producer.send
-        futures = [self.store.write(p, key, value) for p, key, value in out.state]
+        """Send state and outputs; return only when the broker has acknowledged every record.
+
+        State records go first in the send order of each changelog partition (attendee keys, then the event key;
+        see the commit order above). Each (topic, partition) gets one record batch (outputs.batches).
+        """
+        s = self.s
+        sender = BatchSender(self.app.producer._ensure_producer())
+        changelog, write = self.store.changelog, self.store.write
+        for partition, key, value in out.state:
+            write(partition, key, value)
+            await sender.add(changelog, partition, key, value)
         for key, record in out.dead_letters:
-            futures.append(await send(s.topic_dlq, key, orjson.dumps(record), None, None, None))
+            await sender.add(s.topic_dlq, await sender.partition_of(s.topic_dlq, key), key, orjson.dumps(record))
         for topic, forwarded in ((s.topic_rekeyed, out.rekeyed), (s.topic_roi_facts, out.roi_facts)):
             for key, value in forwarded:
-                futures.append(await send(topic, key, value, partition_for(key, self.partitions), None, None))
+                await sender.add(topic, partition_for(key, self.partitions), key, value)
         for topic, records in ((s.topic_minute, out.minutes), (s.topic_summary, out.summaries),
-                               (s.topic_live, out.live), (s.topic_roi, out.roi)):
+                               (s.topic_live, out.live), (s.topic_roi, out.roi), (s.topic_leads, out.leads)):
+            id_field = "attendee_id" if topic == s.topic_leads else "event_id"
             for record in records:
-                futures.append(await send(topic, record["event_id"].encode(), orjson.dumps(record), None, None, None))
-        for lead in out.leads:
-            futures.append(await send(s.topic_leads, lead["attendee_id"].encode(), orjson.dumps(lead), None, None,
-                                      None))
-        if futures:
-            await asyncio.gather(*futures)  # raises if a send failed: the agent crashes, nothing is acked
+                key = record[id_field].encode()
+                await sender.add(topic, await sender.partition_of(topic, key), key, orjson.dumps(record))
+        sent = await sender.flush()
+        if not sent:
+            return
+        results = await asyncio.gather(*(batch.future for batch in sent))  # raises if a send failed: see process()
+        for batch, meta in zip(sent, results):
+            if batch.topic == changelog:
+                self.store.changelog_written(batch.partition, meta.offset + batch.count - 1)
 
 
 # ---------------------------------------------------------------------- topics
@@ -197,6 +216,8 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
         # without seeking back, which leaves holes in a standby copy that a takeover would then trust. A worker
         # that gains a partition replays its changelog instead (RocksDB: from the offset its own files hold).
         table_standby_replicas=0,
+        producer_max_batch_size=MAX_BATCH_BYTES,
+        broker_max_poll_records=settings.batch_max_records,  # one poll is one batch (ingest.batch_fetch)  # the size of the record batches outputs.batches builds
         web_enabled=True,
         web_bind=settings.web_host,
         web_port=settings.web_port,
@@ -215,18 +236,16 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
 
     @app.agent(source)
     async def process(stream: faust.StreamT) -> None:
+        # Input normally arrives through ingest.batch_fetch (below), not through this stream; the agent subscribes
+        # the consumer to the input topics and stays the path of anything Faust itself delivers.
         async for events in stream.take_events(settings.batch_max_records, within=settings.batch_max_wait_s):
-            try:
-                await worker.handle(events)
-            except Exception:
-                # Faust would restart the agent and acknowledge the batch on the way out (take_events acks in a
-                # `finally`): the batch would be committed unprocessed. Stop without committing instead; whoever
-                # owns the partitions next processes it again.
-                log.critical("a batch could not be processed and persisted; exiting without committing it",
-                             exc_info=True)
-                logging.shutdown()
-                os._exit(EXIT_BATCH_FAILED)
+            await or_exit(worker.handle([event.message for event in events]))
             # returning to take_events acknowledges the batch; Faust commits acknowledged offsets
+
+    async def handle_polled(messages: list[Any]) -> None:
+        await or_exit(worker.handle_polled(messages))
+
+    batch_fetch.deliver_in_batches(app, worker.source_topics, handle_polled)
 
     async def on_revoked(sender: faust.App, revoked: set, **kwargs: Any) -> None:
         worker.on_revoked()
@@ -252,6 +271,20 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
         return self.json(body, status=200 if ok else 503)
 
     return app, worker
+
+
+async def or_exit(batch: Any) -> None:
+    """Process a batch, or stop the worker without committing anything of it.
+
+    Faust would restart a crashed agent and acknowledge its batch on the way out (take_events acks in a
+    `finally`): the batch would be committed unprocessed. Whoever owns the partitions next processes it again.
+    """
+    try:
+        await batch
+    except Exception:
+        log.critical("a batch could not be processed and persisted; exiting without committing it", exc_info=True)
+        logging.shutdown()
+        os._exit(EXIT_BATCH_FAILED)
 
 
 def run_worker(settings: Settings) -> None:

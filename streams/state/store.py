@@ -91,8 +91,12 @@ class PartitionedStore:
     def _rocksdb(self) -> bool:
         return hasattr(self._store, "_db_for_partition")
 
-    def write(self, partition: int, key: bytes, value: bytes | None) -> Any:
-        """Write locally and send the changelog record; returns the send future (await it before committing)."""
+    @property
+    def changelog(self) -> str:
+        return self.table.changelog_topic.get_topic_name()
+
+    def write(self, partition: int, key: bytes, value: bytes | None) -> None:
+        """Write the local store only; the caller sends the changelog record (in a batch, see outputs.batches)."""
         store = self._store
         if self._rocksdb():
             db = store._db_for_partition(partition)
@@ -108,7 +112,12 @@ class PartitionedStore:
         else:
             store.data[key] = value
             store._key_partition[key] = partition
-        return self.table.send_changelog(partition, key, value)
+
+    def changelog_written(self, partition: int, last_offset: int) -> None:
+        """The changelog holds this partition's writes up to `last_offset`: RocksDB remembers it, so a restart
+        replays only what came after (what Faust's own send path does per record)."""
+        if self._rocksdb():
+            self._store.set_persisted_offset(TP(self.changelog, partition), last_offset)
 
     def scan(self, partition: int) -> Iterator[tuple[bytes, bytes]]:
         """Every (key, value) the store holds for one partition."""

@@ -1,0 +1,70 @@
+"""Produce many records as one Kafka record batch per (topic, partition).
+
+A batch of input turns into thousands of state and output records. Sending each through Faust's producer
+(`send`/`send_soon`: a future, a callback and a buffer entry per record) cost more than processing the records
+did (py-spy, README "Performance"). Here records are appended to aiokafka batch builders (the record format is
+built in C) and each builder is sent with one `send_batch`; the caller awaits one future per batch.
+
+Keys are spread with the Kafka default partitioner (murmur2 over the topic's partitions), so a key lands where
+any Kafka client would put it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.partitioner import murmur2
+
+# Largest batch we build. Kafka's default message.max.bytes is 1 MiB; stay well under it.
+MAX_BATCH_BYTES = 512 * 1024
+
+
+@dataclass
+class Sent:
+    """One sent batch: await `future`; `count` records from the returned base offset on."""
+
+    topic: str
+    partition: int
+    count: int
+    future: asyncio.Future
+
+
+@dataclass
+class BatchSender:
+    producer: Any  # aiokafka.AIOKafkaProducer
+    _partitions: dict[str, list[int]] = field(default_factory=dict)
+    _open: dict[tuple[str, int], Any] = field(default_factory=dict)  # (topic, partition) -> builder
+    sent: list[Sent] = field(default_factory=list)
+
+    async def partition_of(self, topic: str, key: bytes | None) -> int:
+        """The partition Kafka's default partitioner gives `key` (partition 0 for a null key)."""
+        parts = self._partitions.get(topic)
+        if parts is None:
+            parts = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
+        return 0 if key is None else parts[(murmur2(key) & 0x7FFFFFFF) % len(parts)]
+
+    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
+        tp = (topic, partition)
+        builder = self._open.get(tp)
+        if builder is None:
+            builder = self._open[tp] = self.producer.create_batch()
+        if builder.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+            await self._send(tp)
+            builder = self._open[tp] = self.producer.create_batch()
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                raise ValueError(f"a record of {len(value or b'')} bytes does not fit in a batch for {topic}")
+
+    async def flush(self) -> list[Sent]:
+        """Send every open batch; returns all batches sent since the last flush (await their futures)."""
+        for tp in list(self._open):
+            await self._send(tp)
+        sent, self.sent = self.sent, []
+        return sent
+
+    async def _send(self, tp: tuple[str, int]) -> None:
+        builder = self._open.pop(tp)
+        builder.close()
+        future = await self.producer.send_batch(builder, tp[0], partition=tp[1])
+        self.sent.append(Sent(tp[0], tp[1], builder.record_count(), future))

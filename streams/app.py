@@ -133,9 +133,9 @@ class Worker:
         """
         s = self.s
         sender = BatchSender(self.app.producer._ensure_producer())
-        changelog, write = self.store.changelog, self.store.write
+        changelog = self.store.changelog
+        self.store.write(out.state)
         for partition, key, value in out.state:
-            write(partition, key, value)
             await sender.add(changelog, partition, key, value)
         for key, record in out.dead_letters:
             await sender.add(s.topic_dlq, await sender.partition_of(s.topic_dlq, key), key, orjson.dumps(record))

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import faust
+import rocksdict
 from faust.tables.recovery import Recovery
 from faust.types import TP
 
@@ -95,23 +96,34 @@ class PartitionedStore:
     def changelog(self) -> str:
         return self.table.changelog_topic.get_topic_name()
 
-    def write(self, partition: int, key: bytes, value: bytes | None) -> None:
-        """Write the local store only; the caller sends the changelog record (in a batch, see outputs.batches)."""
+    def write(self, items: list[tuple[int, bytes, bytes | None]]) -> None:
+        """Write (partition, key, value | tombstone) to the local store only, in order; RocksDB gets one write batch
+        per partition. The caller sends the changelog records (in record batches, see outputs.batches)."""
         store = self._store
         if self._rocksdb():
-            db = store._db_for_partition(partition)
+            batches: dict[int, Any] = {}
+            index = store._key_index
+            for partition, key, value in items:
+                batch = batches.get(partition)
+                if batch is None:
+                    batch = batches[partition] = rocksdict.WriteBatch(raw_mode=True)
+                if value is None:
+                    batch.delete(key)
+                    index.pop(key, None)
+                else:
+                    batch.put(key, value)
+                    index[key] = partition
+            for partition, batch in batches.items():
+                store._db_for_partition(partition).write(batch)
+            return
+        data, where = store.data, store._key_partition
+        for partition, key, value in items:
             if value is None:
-                db.delete(key)
-                store._key_index.pop(key, None)
+                data.pop(key, None)
+                where.pop(key, None)
             else:
-                db.put(key, value)
-                store._key_index[key] = partition
-        elif value is None:
-            store.data.pop(key, None)
-            store._key_partition.pop(key, None)
-        else:
-            store.data[key] = value
-            store._key_partition[key] = partition
+                data[key] = value
+                where[key] = partition
 
     def changelog_written(self, partition: int, last_offset: int) -> None:
         """The changelog holds this partition's writes up to `last_offset`: RocksDB remembers it, so a restart

@@ -1,8 +1,9 @@
 """The Faust worker: orchestration only.
 
-    input topics ──take_events(batch)──▶ Processor.process ──▶ state writes ─▶ table changelog
-    (interactions, events, rekeyed,        (framework-free)  └▶ outputs ─────▶ dlq, minute, summary, leads,
-     crm.opportunities, roi.facts)                                             rekeyed, live, roi.facts, roi
+    input topics ──one poll (ingest.batch_fetch)──▶ Processor.process ──▶ state writes ─▶ local store + changelog
+    (interactions, events, rekeyed,                  (framework-free)  └▶ outputs ─────▶ dlq, minute, summary, leads,
+     crm.opportunities, roi.facts)                                                       rekeyed, live, roi.facts, roi
+                                      (all sent as one record batch per topic-partition: outputs.batches)
     timer (1 s) ─▶ Processor.tick: due summaries, retention expiry, live snapshots
     web: /metrics (scrape-time collector over what this worker owns), /health
 
@@ -33,7 +34,13 @@ from streams.outputs.metrics import BatchSizes, LivePulseCollector
 from streams.partitioning import partition_for
 from streams.processor import Output, Processor, RawRecord
 from streams.settings import Settings
-from streams.state.store import TABLE_NAME, PartitionedStore, StateTable, changelog_topic, use_true_end_recovery
+from streams.state.store import (
+    TABLE_NAME,
+    PartitionedStore,
+    StateTable,
+    changelog_topic,
+    use_true_end_recovery,
+)
 
 log = logging.getLogger("livepulse.worker")
 

@@ -153,7 +153,7 @@ def chats_of(m: dict, event_id: str) -> float:
 
 
 # ---------------------------------------------------------------------- throughput
-def measure_throughput(worker: Worker, expected: int, *, timeout: float, poll_s: float = 0.5,
+def measure_throughput(worker: Worker, expected: int, *, timeout: float, poll_s: float = 0.1,
                        progress: Progress = print) -> dict:
     """Poll /metrics until `expected` records are processed. Rate = records between the first poll that saw
     processing and the last one / the time between them (poll granularity: `poll_s`)."""

@@ -6,7 +6,6 @@ This is the only module that reaches into Faust's consumer internals; each fix n
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import faust
 from faust.types import TP

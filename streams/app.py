@@ -81,7 +81,15 @@ class Worker:
         its committed offset before processing starts (see consumer_fixes.rewind_to_committed).
         """
         started = time.monotonic()
-        lost, gained = self.owned - active, active - self.owned
+        kept = self.owned & active
+        # A partition "kept" across a rebalance may have been another worker's in between (this one was paused
+        # beyond the session timeout): its state in memory is stale, rebuild it like a gained one.
+        stale = self.store.written_by_others(kept)
+        if stale:
+            log.warning("partitions %s were written by another worker since this one last did: rebuilding them",
+                        sorted(stale))
+            self.processor.drop_partitions(stale)
+        lost, gained = self.owned - active, (active - self.owned) | stale
         if lost:
             self.processor.drop_partitions(lost)
             self.store.forget(lost)

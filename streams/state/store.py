@@ -84,6 +84,15 @@ class PartitionedStore:
 
     def __init__(self, table: StateTable) -> None:
         self.table = table
+        self.last_written: dict[int, int] = {}  # partition -> offset of this worker's last changelog record
+
+    def written_by_others(self, partitions: set[int]) -> set[int]:
+        """Partitions whose changelog, as the recovery that just ended read it, goes on past this worker's last
+        write: another worker owned them in between (this one was paused or cut off from the group)."""
+        topic = self.changelog
+        ends = {tp.partition: hw for tp, hw in self.table.app.tables._recovery.active_highwaters.items()
+                if tp.topic == topic and hw is not None}
+        return {p for p in partitions if ends.get(p, -1) > self.last_written.get(p, -1)}
 
     @property
     def _store(self) -> Any:
@@ -128,6 +137,7 @@ class PartitionedStore:
     def changelog_written(self, partition: int, last_offset: int) -> None:
         """The changelog holds this partition's writes up to `last_offset`: RocksDB remembers it, so a restart
         replays only what came after (what Faust's own send path does per record)."""
+        self.last_written[partition] = last_offset
         if self._rocksdb():
             self._store.set_persisted_offset(TP(self.changelog, partition), last_offset)
 

@@ -307,6 +307,46 @@ def test_killed_worker_not_restarted_its_partitions_move_to_the_survivors(broker
         stop_all(workers)
 
 
+def test_paused_worker_that_comes_back_does_not_corrupt_the_state_it_lost(broker, tmp_path, record_property):
+    """A slow consumer at its worst: one of two workers freezes (SIGSTOP, like a long GC pause or a starved VM)
+    beyond the session timeout while the webinars go on, so the other takes over its partitions; then it wakes
+    up (SIGCONT) with a poll's worth of records in hand. Whatever it still writes must not reach state it no
+    longer owns: to prove it, the worker that took over is then killed, and the woken one rebuilds every event
+    from the changelog. Every final number equals the reference."""
+    partitions = 6
+    pipe = Pipeline(broker, tmp_path, partitions=partitions, extra_env=FAST)
+    raw, sentinels = scenario(seed=21, events=6, partitions=partitions)
+    expected = expected_of(raw, sentinels, pipe.settings)
+    first, second, third = split(_as_sim(raw), 3)
+    w1, w2 = (WorkerProcess(pipe, name=f"w{i}").start() for i in (1, 2))
+    try:
+        wait_settled([w1, w2], partitions)
+        feed(pipe, first)
+        wait_until(lambda: processed(w1) + processed(w2) >= len(first) * 0.6, timeout=60,
+                   what="60% of the first third being processed")
+        w1.proc.send_signal(signal.SIGSTOP)
+        t_pause = time.monotonic()
+        feed(pipe, second)
+        wait_settled([w2], partitions, timeout=90)
+        report(record_property, "pause_to_takeover_s", round(time.monotonic() - t_pause, 1))
+        w1.proc.send_signal(signal.SIGCONT)
+        feed(pipe, third[: len(third) // 2])
+        settled = wait_settled([w1, w2], partitions, timeout=90)
+        report(record_property, "assignment_after_wake_up", str(settled))
+        w2.stop(signal.SIGKILL)
+        feed(pipe, third[len(third) // 2:])
+        wait_settled([w1], partitions, timeout=90)
+        feed_sentinels(pipe, sentinels)
+        check_topics(pipe, outputs_of(pipe, len(expected)), expected)
+        time.sleep(2.0)
+        check_metrics({w1.name: event_series(w1)}, expected)
+    finally:
+        for w in (w1, w2):
+            if w.proc and w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGCONT)
+        stop_all([w1, w2])
+
+
 # ---------------------------------------------------------------------------------------------- 3. graceful shutdown
 def test_sigterm_exits_cleanly_and_a_rolling_restart_changes_nothing(broker, tmp_path, record_property):
     """Three workers; between four slices of the webinars each worker in turn gets SIGTERM (it must exit 0), and

@@ -30,7 +30,12 @@ from tests.integration.harness import (
     produce,
     wait_until,
 )
-from tests.integration.test_worker_reference import _as_sim, check_topics, expected_of, scenario
+from tests.integration.test_worker_reference import (
+    _as_sim,
+    check_topics,
+    expected_of,
+    scenario,
+)
 from tests.reference import assert_same
 
 pytestmark = pytest.mark.integration

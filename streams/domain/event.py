@@ -167,7 +167,7 @@ class EventState:
         # Not persisted: rebuilt on load / per batch.
         self._id_owner: dict[str, str] = {}  # remembered interaction id -> attendee holding it
         self._members: dict[int, set[str]] = {}
-        self._timers: dict[int, set[str]] = {}
+        self._timers: dict[int, str | set[str]] = {}  # idle deadline -> attendee(s) to re-check then
         self._timer_heap: list[int] = []
         self._touched: set[str] = set()
         self._dirty: set[str] = set()
@@ -290,7 +290,8 @@ class EventState:
         heap, timers = self._timer_heap, self._timers
         while heap and heap[0] <= clock:
             due = heapq.heappop(heap)
-            for aid in timers.pop(due, ()):
+            aids = timers.pop(due, ())
+            for aid in (aids,) if isinstance(aids, str) else aids:
                 pres = self.attendees[aid].presence
                 if pres.open_start is not None and pres.open_last + p.idle_ms <= clock:
                     self._refresh(aid, clock)
@@ -318,11 +319,15 @@ class EventState:
             if first is None or w >= first:
                 members.setdefault(w, set()).add(aid)
             deadline = pres.open_last + self.p.idle_ms
-            bucket = self._timers.get(deadline)
-            if bucket is None:
-                bucket = self._timers[deadline] = set()
+            timers = self._timers
+            due = timers.get(deadline)
+            if due is None:  # one attendee per deadline is the common case: no set for it (~200 B each)
+                timers[deadline] = aid
                 heapq.heappush(self._timer_heap, deadline)
-            bucket.add(aid)
+            elif isinstance(due, set):
+                due.add(aid)
+            elif due != aid:
+                timers[deadline] = {due, aid}
         self._dirty.add(aid)
 
     def _note_start(self, t: int) -> None:

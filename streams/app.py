@@ -65,8 +65,7 @@ class Worker:
         self.ready = False
         self.last_snapshot = 0.0
         self.batch_sizes = BatchSizes()
-        self.source_topics = {settings.topic_interactions, settings.topic_events, settings.topic_rekeyed,
-                              settings.topic_opportunities, settings.topic_roi_facts}
+        self.source_topics = set(input_topics(settings))
         table.on_recovered = self.on_recovered
 
     # ------------------------------------------------------------------ rebalances
@@ -166,13 +165,19 @@ class Worker:
         sent = await sender.flush()
         if not sent:
             return
-        results = await asyncio.gather(*(batch.future for batch in sent))  # raises if a send failed: see process()
+        results = await asyncio.gather(*(batch.future for batch in sent))  # raises if a send failed: see or_exit
         for batch, meta in zip(sent, results):
             if batch.topic == changelog:
                 self.store.changelog_written(batch.partition, meta.offset + batch.count - 1)
 
 
 # ---------------------------------------------------------------------- topics
+def input_topics(settings: Settings) -> tuple[str, ...]:
+    """The topics the worker consumes (co-partitioned: one event's records share a partition number)."""
+    return (settings.topic_interactions, settings.topic_events, settings.topic_rekeyed,
+            settings.topic_opportunities, settings.topic_roi_facts)
+
+
 async def prepare_topics(settings: Settings) -> int:
     """Create missing topics and return N, the partition count every source topic and the changelog share.
 
@@ -231,8 +236,8 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
         # without seeking back, which leaves holes in a standby copy that a takeover would then trust. A worker
         # that gains a partition replays its changelog instead (RocksDB: from the offset its own files hold).
         table_standby_replicas=0,
-        producer_max_batch_size=MAX_BATCH_BYTES,
-        broker_max_poll_records=settings.batch_max_records,  # one poll is one batch (ingest.batch_fetch)  # the size of the record batches outputs.batches builds
+        producer_max_batch_size=MAX_BATCH_BYTES,  # the size of the record batches outputs.batches builds
+        broker_max_poll_records=settings.batch_max_records,  # one poll is one batch (ingest.batch_fetch)
         web_enabled=True,
         web_bind=settings.web_host,
         web_port=settings.web_port,
@@ -241,9 +246,8 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
         web_tables_enabled=False,
         autodiscover=False,
     )
-    source = app.topic(settings.topic_interactions, settings.topic_events, settings.topic_rekeyed,
-                       settings.topic_opportunities, settings.topic_roi_facts,
-                       key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    source = app.topic(*input_topics(settings), key_type=bytes, value_type=bytes, key_serializer="raw",
+                       value_serializer="raw")
     table = app.tables.add(StateTable(app, name=TABLE_NAME, beacon=app.tables.beacon, key_type=bytes,
                                       value_type=bytes, partitions=partitions, default=None))
     use_true_end_recovery(app, settings)

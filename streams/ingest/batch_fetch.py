@@ -27,7 +27,6 @@ def deliver_in_batches(app: faust.App, topics: set[str], handle: Handler) -> Non
     async def drain(fetcher: Any) -> None:
         callback = consumer.callback
         to_message, track = consumer._to_message, consumer.track_message
-        read_offset = consumer._read_offset
         while not (consumer._stopped.is_set() or fetcher._stopped.is_set()):
             records, active = await consumer._wait_next_records(1.0)
             if not records or consumer.should_stop:
@@ -49,7 +48,6 @@ def deliver_in_batches(app: faust.App, topics: set[str], handle: Handler) -> Non
                 else:
                     for record in polled:
                         await callback(to_message(tp, record))
-                read_offset[tp] = polled[-1].offset
             if batch:
                 await handle(batch)
 

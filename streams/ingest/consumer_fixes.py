@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 
 import faust
-from faust.types import TP
 
 log = logging.getLogger("livepulse.consumer")
 
@@ -52,4 +51,4 @@ async def rewind_to_committed(app: faust.App, topics: set[str], partitions: set[
     rest = [tp for tp in owned if not committed.get(tp)]
     first = await consumer.earliest_offsets(*rest) if rest else {}
     for tp in rest:
-        await consumer.seek(TP(tp.topic, tp.partition), first.get(tp) or 0)  # synchronous inside
+        await consumer.seek(tp, first.get(tp) or 0)  # synchronous inside

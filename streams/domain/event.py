@@ -11,6 +11,12 @@ part is already in its state and is skipped, while the event part (minute-window
 highest offset it has applied. The same id at another offset is a real duplicate and changes nothing. And as
 an event lives on one partition, any interaction at an offset not above the highest one the event has applied
 is a redelivery too (this also covers records older than the id memory, e.g. registrations days ahead).
+
+A crash while one batch's state records are written can leave attendee records newer than the event record
+(the batch is not one atomic write). Replaying that batch must still be exact, so nothing an attendee record
+holds may depend on the event record of the same batch: each attendee keeps the highest offset applied to it
+(an older one is a redelivery even if its id has left the memory), ids are forgotten by the clock of the last
+*persisted* event record, and sessions leave memory only one persist after their window was emitted.
 """
 
 from __future__ import annotations
@@ -72,7 +78,8 @@ class Params:
 
 
 class Attendee:
-    __slots__ = ("accounts", "channel", "counts", "ids", "key_flag", "polls", "presence", "registered")
+    __slots__ = ("accounts", "channel", "counts", "ids", "key_flag", "polls", "presence", "registered", "upto",
+                 "upto_rekeyed")
 
     def __init__(self) -> None:
         self.presence = Presence()
@@ -82,10 +89,21 @@ class Attendee:
         self.channel: str | None = None
         self.counts = [0] * 9
         self.polls: list[str] = []  # distinct poll ids voted
-        # Recent ids for de-duplication: [id, topic, offset, ts] in arrival order, pruned by the horizon.
-        self.ids: list[list] = []
+        # Recent ids for de-duplication: (id, topic, offset, ts) in arrival order, pruned by the horizon.
+        self.ids: list[tuple] = []
+        # Highest offset applied to this attendee from the interactions (0) and rekeyed (1) topics.
+        self.upto = self.upto_rekeyed = -1
 
-    def find_id(self, rid: str) -> list | None:
+    def applied_upto(self, topic: int) -> int:
+        return self.upto if topic == 0 else self.upto_rekeyed if topic == 1 else -1
+
+    def mark_applied(self, topic: int, offset: int) -> None:
+        if topic == 0:
+            self.upto = offset
+        elif topic == 1:
+            self.upto_rekeyed = offset
+
+    def find_id(self, rid: str) -> tuple | None:
         for entry in self.ids:
             if entry[0] == rid:
                 return entry
@@ -121,13 +139,20 @@ class Attendee:
     def dump(self) -> list:
         return [
             self.presence.dump(), self.registered, self.key_flag, self.accounts, self.channel,
-            self.counts, self.polls, self.ids,
+            self.counts, self.polls, self.ids, self.upto, self.upto_rekeyed,
         ]
 
     @classmethod
     def load(cls, data: list) -> Attendee:
         a = cls()
-        presence, a.registered, a.key_flag, accounts, a.channel, a.counts, a.polls, a.ids = data
+        presence, a.registered, a.key_flag, accounts, a.channel, a.counts, a.polls, ids = data[:8]
+        a.ids = [tuple(e) for e in ids]
+        if len(data) > 8:
+            a.upto, a.upto_rekeyed = data[8], data[9]
+        else:  # state written before per-attendee offsets: the offsets its ids remember
+            for _, topic, offset, _ in a.ids:
+                if offset > a.applied_upto(topic):
+                    a.mark_applied(topic, offset)
         a.presence = Presence.load(presence)
         # (state written before account lists: a single account id or null)
         a.accounts = accounts if isinstance(accounts, list) else [] if accounts is None else [accounts]
@@ -142,6 +167,7 @@ class EventState:
         self.p = params
         self.attendees: dict[str, Attendee] = {}
         self.clock: int | None = None  # max ts of non-duplicate interactions
+        self.persisted_clock: int | None = None  # the clock of the last event record handed out to persist
         self.started: int | None = None
         self.ended: int | None = None
         self.first_join: int | None = None  # min ts of non-late joins: the start when no `started` arrives
@@ -169,6 +195,7 @@ class EventState:
         self._members: dict[int, set[str]] = {}
         self._timers: dict[int, str | set[str]] = {}  # idle deadline -> attendee(s) to re-check then
         self._timer_heap: list[int] = []
+        self._prune_due: list[tuple[int, set[str]]] = []  # (window end, its members): prune at the next advance
         self._touched: set[str] = set()
         self._dirty: set[str] = set()
         self._event_dirty = False
@@ -192,17 +219,20 @@ class EventState:
         ts = rec["ts"]
         kind = TYPE_INDEX[rec["type"]]
         att = self.attendees.get(aid)
+        # Ids are unique per event (not per attendee): find the attendee that holds this id, if any.
+        owner = self._id_owner.get(rid)
+        seen = self.attendees[owner].find_id(rid) if owner is not None else None
+        # The attendee record may be newer than the event record (see the module docstring): a record at or
+        # below the attendee's own offset is already in it, unless it was a duplicate of an id still held.
+        redelivered = att is not None and 0 <= offset <= att.applied_upto(topic) and (
+            seen is None or (seen[1] == topic and seen[2] == offset))
         if att is None:
             if len(self.attendees) >= self.p.max_attendees:
                 return CAPPED_ATTENDEES
             att = self.attendees[aid] = Attendee()
-        elif sum(att.counts) >= self.p.max_interactions:  # bounds an attendee's memory (and its id scans)
+        elif not redelivered and sum(att.counts) >= self.p.max_interactions:  # bounds memory (and id scans)
             return CAPPED_INTERACTIONS
-        # Ids are unique per event (not per attendee): find the attendee that holds this id, if any.
-        owner = self._id_owner.get(rid)
-        seen = self.attendees[owner].find_id(rid) if owner is not None else None
-        redelivered = False
-        if seen is not None:
+        if seen is not None and not redelivered:
             if offset >= 0 and seen[1] == topic and seen[2] == offset:
                 redelivered = True
             elif self.clock - seen[3] > self.p.horizon_ms:  # forgotten, whenever the pruning happens
@@ -214,7 +244,9 @@ class EventState:
         clock = self.clock
         late = clock is not None and ts < clock - self.p.lateness_ms
         if not redelivered:
-            att.ids.append([rid, topic, offset, ts])
+            att.ids.append((rid, topic, offset, ts))
+            if offset >= 0:
+                att.mark_applied(topic, offset)
             self._id_owner[rid] = aid
             self._apply_to_attendee(att, rec, kind, ts, late)
             self._dirty.add(aid)
@@ -236,7 +268,7 @@ class EventState:
         if clock is None or ts > clock:
             self.clock = ts
         self._event_dirty = True
-        return LATE if late else APPLIED
+        return REDELIVERED if redelivered else LATE if late else APPLIED
 
     def _apply_to_attendee(self, att: Attendee, rec: dict, kind: int, ts: int, late: bool) -> None:
         att.counts[kind] += 1
@@ -284,6 +316,11 @@ class EventState:
         """Bring derived state up to the clock: refresh touched attendees, time out the silent, close windows."""
         clock = self.clock if self.clock is not None else (self.ended or 0)
         p = self.p
+        if self._prune_due:  # the windows emitted by an earlier call are persisted by now
+            for end, member_ids in self._prune_due:
+                for aid in member_ids:
+                    self.attendees[aid].presence.prune(end)
+            self._prune_due.clear()
         for aid in self._touched:
             self._refresh(aid, clock)
         self._touched.clear()
@@ -381,8 +418,9 @@ class EventState:
             for s_start, dwell_end, depart, _ in sessions:
                 if start <= depart < end and depart != _OPEN:
                     self._observe_session(dwell_end - s_start)
-        for a in member_ids:
-            attendees[a].presence.prune(end)
+        # Not pruned yet: an attendee record persisted with this batch must not lose sessions the event record of
+        # the same batch (next_window) may not reach the changelog with (module docstring).
+        self._prune_due.append((end, member_ids))
         self.peak_closed = max(self.peak_closed, figures["peak_concurrent"])
         self.curve.append(record)
         self._closed.append(record)
@@ -625,7 +663,10 @@ class EventState:
         Persist the attendees first and the event record last (README "Commit order")."""
         dirty, self._dirty = self._dirty, set()
         event_dirty, self._event_dirty = self._event_dirty, False
-        horizon = (self.clock or 0) - self.p.horizon_ms
+        # Forget by the clock of the previous event record, which is persisted by now: a replay of this batch
+        # from that record needs every id this batch could still have matched.
+        horizon = (self.persisted_clock or 0) - self.p.horizon_ms
+        self.persisted_clock = self.clock
         owners = self._id_owner
         for aid in dirty:
             for rid in self.attendees[aid].forget_ids(horizon):
@@ -660,8 +701,11 @@ class EventState:
             st.window_counts = {int(k): v for k, v in event["window_counts"].items()}
             st.window_applied = {int(k): v for k, v in event["window_applied"].items()}
             st.applied = {int(k): v for k, v in event.get("applied", {}).items()}
+            st.persisted_clock = st.clock
         for aid, data in attendees.items():
             st.attendees[aid] = a = Attendee.load(data)
+            if st.next_window is not None:
+                a.presence.prune(st.next_window)  # sessions of windows already emitted
             for entry in a.ids:
                 st._id_owner[entry[0]] = aid
             st._touched.add(aid)

@@ -7,7 +7,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.domain.event import DUPLICATE, LATE, EventState, Params
+from streams.domain.event import DUPLICATE, LATE, REDELIVERED, EventState, Params
 
 M = 60_000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, minute aligned
@@ -131,6 +131,27 @@ def test_duplicates_dropped_and_redelivery_is_idempotent():
     assert ev.attendees["a"].counts[4] == 1
     assert ev.duplicates == 1
     assert sum(ev.window_counts[T0]) == 1
+
+
+def test_attendee_record_newer_than_the_event_record_is_replayed_exactly():
+    """A crash left an attendee record of the last batch persisted and its event record not. The batch held a
+    registration older than the de-duplication horizon, whose id the attendee record no longer remembers: the
+    attendee's own offset must still make its replay a redelivery (counted once, not twice)."""
+    p = Params(horizon_ms=60 * S)
+    ev = EventState("ev", p)
+    ev.apply_interaction({"id": "j", "event_id": "ev", "attendee_id": "a", "type": "join", "ts": T0 + 600 * S}, 0, 1)
+    ev.advance()
+    ev.take_dirty()
+    persisted_event = ev.dump_event()  # the last event record that reached the changelog
+    old = {"id": "r", "event_id": "ev", "attendee_id": "b", "type": "registration", "ts": T0}
+    ev.apply_interaction(dict(old), 0, 2)
+    ev.advance()
+    ev.take_dirty()  # the old id leaves b's memory in the same batch (10 min behind the clock)
+    assert ev.attendees["b"].ids == []
+    restored = EventState.load("ev", p, persisted_event, {
+        "a": ev.attendees["a"].dump(), "b": ev.attendees["b"].dump()})  # b's record got out, the event's did not
+    assert restored.apply_interaction(dict(old), 0, 2) == REDELIVERED
+    assert restored.attendees["b"].counts[0] == 1
 
 
 def test_late_record_counts_in_totals_not_presence():

@@ -85,10 +85,11 @@ class Attendee:
         self.presence = Presence()
         self.registered = False
         self.key_flag = False
-        self.accounts: list[str] = []  # distinct account ids seen, first first (the lead shows the first)
+        # Tuples, not lists: most attendees have one account and no poll, and () is shared (memory per attendee).
+        self.accounts: tuple[str, ...] = ()  # distinct account ids seen, first first (the lead shows the first)
         self.channel: str | None = None
         self.counts = [0] * 9
-        self.polls: list[str] = []  # distinct poll ids voted
+        self.polls: tuple[str, ...] = ()  # distinct poll ids voted
         # Recent ids for de-duplication: (id, topic, offset, ts) in arrival order, pruned by the horizon.
         self.ids: list[tuple] = []
         # Highest offset applied to this attendee from the interactions (0) and rekeyed (1) topics.
@@ -155,7 +156,8 @@ class Attendee:
                     a.mark_applied(topic, offset)
         a.presence = Presence.load(presence)
         # (state written before account lists: a single account id or null)
-        a.accounts = accounts if isinstance(accounts, list) else [] if accounts is None else [accounts]
+        a.accounts = tuple(accounts) if isinstance(accounts, list) else () if accounts is None else (accounts,)
+        a.polls = tuple(a.polls)
         return a
 
 
@@ -278,7 +280,7 @@ class EventState:
                 att.channel = rec.get("channel")
         else:
             if kind == POLL_VOTE and rec["poll_id"] not in att.polls:
-                att.polls.append(rec["poll_id"])
+                att.polls += (rec["poll_id"],)
             if not late:
                 p = att.presence
                 if self.clock is not None:
@@ -288,7 +290,7 @@ class EventState:
             att.key_flag = True
         account = rec.get("account_id")
         if account is not None and account not in att.accounts:
-            att.accounts.append(account)
+            att.accounts += (account,)
 
     def apply_lifecycle(self, rec: dict) -> None:
         """Apply a decoded `scheduled` / `started` / `ended` record. Idempotent: replays change nothing."""

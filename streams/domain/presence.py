@@ -42,11 +42,12 @@ class Presence:
         self.ck_start = 0
         self.ck_last = 0
         self.ck_ever = False
-        self.final_sessions: list[Session] = []  # closed by the checkpoint fold; pruned once windows are emitted
+        # Both session lists are usually empty: () is shared instead of an empty list per attendee.
+        self.final_sessions: list[Session] | tuple = ()  # closed by the checkpoint fold; pruned once windows emitted
         self.final_dwell = 0  # dwell of every final session, including pruned ones
         self.tail: list[tuple[int, int]] = []  # sorted (ts, rank) at or after the watermark of insertion
         # Derived view (recomputed by refresh()).
-        self.tail_sessions: list[Session] = []
+        self.tail_sessions: list[Session] | tuple = ()
         self.open_start: int | None = None
         self.open_last = 0
 
@@ -89,7 +90,10 @@ class Presence:
         del tail[:n]
 
     def _final(self, session: Session) -> None:
-        self.final_sessions.append(session)
+        if self.final_sessions:
+            self.final_sessions.append(session)
+        else:
+            self.final_sessions = [session]
         self.final_dwell += session[1] - session[0]
 
     def refresh(self, clock: int, idle: int, ended: int | None) -> None:
@@ -121,12 +125,12 @@ class Presence:
                 sessions.append((start, last, last + idle, TIMEOUT))
             else:
                 self.open_start, self.open_last = start, last
-        self.tail_sessions = sessions
+        self.tail_sessions = sessions or ()
 
     def prune(self, before: int) -> None:
         """Forget final sessions that departed before `before` (their windows are emitted; dwell is kept)."""
         if self.final_sessions and self.final_sessions[0][2] < before:
-            self.final_sessions = [s for s in self.final_sessions if s[2] >= before]
+            self.final_sessions = [s for s in self.final_sessions if s[2] >= before] or ()
 
     # --- reading ------------------------------------------------------------------------
     @property
@@ -135,7 +139,9 @@ class Presence:
 
     def sessions(self) -> list[Session]:
         """Closed sessions still relevant to unemitted windows, oldest first."""
-        return self.final_sessions + self.tail_sessions if self.final_sessions else self.tail_sessions
+        if self.final_sessions and self.tail_sessions:
+            return [*self.final_sessions, *self.tail_sessions]
+        return self.final_sessions or self.tail_sessions
 
     def closed_dwell(self) -> int:
         return self.final_dwell + sum(s[1] - s[0] for s in self.tail_sessions)
@@ -168,6 +174,6 @@ class Presence:
     def load(cls, data: list) -> Presence:
         p = cls()
         (p.ck_present, p.ck_start, p.ck_last, p.ck_ever, sessions, p.final_dwell, tail) = data
-        p.final_sessions = [tuple(s) for s in sessions]
+        p.final_sessions = [tuple(s) for s in sessions] or ()
         p.tail = [tuple(t) for t in tail]
         return p

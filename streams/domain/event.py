@@ -283,8 +283,8 @@ class EventState:
                 att.polls += (rec["poll_id"],)
             if not late:
                 p = att.presence
-                if self.clock is not None:
-                    p.settle(self.clock - self.p.lateness_ms, self.p.idle_ms, self.ended)
+                if self.clock is not None and p.tail and p.tail[0][0] < self.clock - self.p.lateness_ms:
+                    p.settle(self.clock - self.p.lateness_ms, self.p.idle_ms, self.ended)  # (nothing to fold else)
                 p.add(ts, RANK_LEAVE if kind == LEAVE else RANK_OTHER)
         if rec.get("key_account") is True:
             att.key_flag = True

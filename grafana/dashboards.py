@@ -267,7 +267,7 @@ def live_event() -> dict:
 
 
 def pipeline_health() -> dict:
-    """The workers: throughput, rejects and record anomalies, lag, state size, batch sizes, per worker."""
+    """The workers: throughput, rejects and record anomalies, lags, state size, batch sizes, per worker."""
     down = thresholds((None, "red"), (1, "green"))
     batch = f"livepulse_batch_records_bucket{{{WORKERS}}}"
     mean_batch = (f'{workers("livepulse_batch_records_sum", rate=True)} / '
@@ -334,6 +334,20 @@ def pipeline_health() -> dict:
                                  [target(workers("livepulse_events_tracked", "instance"), "{{instance}}")]))
         .with_panel(series_panel("Open sessions by worker", "Present attendees held in each worker's state.",
                                  [target(workers("livepulse_open_sessions", "instance"), "{{instance}}")]))
+        # Last, so the panels above keep their ids (links).
+        .with_row(dash.Row("Consumer lag"))
+        .with_panel(series_panel("Consumer lag by topic",
+                                 "Input records waiting to be processed (high watermark minus the next offset to "
+                                 "process, as of each partition's last batch), summed over the workers. Rising or "
+                                 "flat while records arrive: the workers are slower than their input "
+                                 "(alert LivePulseConsumerNotCatchingUp).",
+                                 [target(workers("livepulse_consumer_lag_records", "topic"), "{{topic}}")],
+                                 low=0))
+        .with_panel(series_panel("Consumer lag by worker",
+                                 "Input records waiting on the partitions each worker owns, all input topics: one "
+                                 "worker behind while the others keep up is a hot partition or a slow host.",
+                                 [target(workers("livepulse_consumer_lag_records", "instance"), "{{instance}}")],
+                                 low=0))
     )
     return finish(builder)
 

@@ -30,7 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from streams import kafka
 from streams.ingest import batch_fetch, consumer_fixes
 from streams.outputs.batches import MAX_BATCH_BYTES, BatchSender
-from streams.outputs.metrics import BatchSizes, LivePulseCollector
+from streams.outputs.metrics import BatchSizes, ConsumerLag, LivePulseCollector
 from streams.partitioning import partition_for
 from streams.processor import Output, Processor, RawRecord
 from streams.settings import Settings
@@ -66,6 +66,10 @@ class Worker:
         self.last_snapshot = 0.0
         self.batch_sizes = BatchSizes()
         self.source_topics = set(input_topics(settings))
+        self.consumer_lag = ConsumerLag(self.source_topics)  # per owned input partition, updated once per batch
+        # One batch or tick at a time, each persisted before the next begins: state records then reach every
+        # changelog partition in processing order (the domain relies on it, see EventState's delayed pruning).
+        self.emitting = asyncio.Lock()
         table.on_recovered = self.on_recovered
 
     # ------------------------------------------------------------------ rebalances
@@ -97,6 +101,7 @@ class Worker:
         for partition in sorted(gained):
             restored += self.processor.restore(partition, self.store.scan(partition), now)
         self.owned = set(active)
+        self.consumer_lag.keep(self.owned)
         await consumer_fixes.rewind_to_committed(self.app, self.source_topics, active)
         self.ready = True
         gc.freeze()
@@ -105,12 +110,30 @@ class Worker:
                  self.processor.counters.deferred)
 
     # ------------------------------------------------------------------ the hot path
-    async def handle_polled(self, messages: list[Any]) -> None:
-        """A poll's worth of input (ingest.batch_fetch): process, persist, then acknowledge for the commit."""
+    async def handle_polled(self, messages: list[Any], ends: dict[Any, int]) -> None:
+        """A poll's worth of input (ingest.batch_fetch): process, persist, then acknowledge for the commit; then
+        measure the consumer lag of its partitions (`ends`: the offset after each one's last message)."""
+        ready, owned = self.ready, self.owned  # what handle() goes by: it processes all of a partition or none
         await self.handle(messages)
         ack = self.app.consumer.ack
         for message in messages:
             ack(message)  # a deferred message is already marked acked: this leaves it out of the commit
+        if ready:
+            self.measure_lag(ends, owned & self.owned)
+
+    def measure_lag(self, ends: dict[Any, int], processed: set[int]) -> None:
+        """Consumer lag of the partitions whose records were just processed: the high watermark of the consumer's
+        latest fetch response for the partition minus the next offset to process. Once per partition and batch."""
+        highwater = self.app.consumer.highwater
+        for tp, end in ends.items():
+            if tp.partition not in processed:
+                continue  # deferred (still restoring) or released meanwhile: read again, measured then
+            try:
+                high = highwater(tp)
+            except (AssertionError, AttributeError):  # no longer assigned (a rebalance began): nothing to measure
+                continue
+            if high is not None:
+                self.consumer_lag.update(tp.topic, tp.partition, high, end)
 
     async def handle(self, messages: list[Any]) -> None:
         records = []
@@ -127,17 +150,18 @@ class Worker:
         if not records:
             return
         self.batch_sizes.observe(len(records))
-        out = self.processor.process(records, time.time())
-        await self.emit(out)
+        async with self.emitting:
+            await self.emit(self.processor.process(records, time.time()))
 
     async def tick(self) -> None:
         if not self.ready:
             return
-        now = time.time()
-        snapshots = now - self.last_snapshot >= self.s.snapshot_interval_s
-        if snapshots:
-            self.last_snapshot = now
-        await self.emit(self.processor.tick(now, snapshots=snapshots))
+        async with self.emitting:
+            now = time.time()
+            snapshots = now - self.last_snapshot >= self.s.snapshot_interval_s
+            if snapshots:
+                self.last_snapshot = now
+            await self.emit(self.processor.tick(now, snapshots=snapshots))
 
     async def emit(self, out: Output) -> None:
         """Send state and outputs; return only when the broker has acknowledged every record.
@@ -148,7 +172,6 @@ class Worker:
         s = self.s
         sender = BatchSender(self.app.producer._ensure_producer())
         changelog = self.store.changelog
-        self.store.write(out.state)
         for partition, key, value in out.state:
             await sender.add(changelog, partition, key, value)
         for key, record in out.dead_letters:
@@ -166,6 +189,10 @@ class Worker:
         if not sent:
             return
         results = await asyncio.gather(*(batch.future for batch in sent))  # raises if a send failed: see or_exit
+        # The local store only ever holds what the changelog holds: written before the acknowledgement, a crash in
+        # between would leave RocksDB ahead of the changelog, and the replayed batch would find its records
+        # already applied and emit none of the outputs that were never sent.
+        self.store.write(out.state)
         for batch, meta in zip(sent, results):
             if batch.topic == changelog:
                 self.store.changelog_written(batch.partition, meta.offset + batch.count - 1)
@@ -261,8 +288,8 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
             await or_exit(worker.handle([event.message for event in events]))
             # returning to take_events acknowledges the batch; Faust commits acknowledged offsets
 
-    async def handle_polled(messages: list[Any]) -> None:
-        await or_exit(worker.handle_polled(messages))
+    async def handle_polled(messages: list[Any], ends: dict[Any, int]) -> None:
+        await or_exit(worker.handle_polled(messages, ends))
 
     batch_fetch.deliver_in_batches(app, worker.source_topics, handle_polled)
 
@@ -277,7 +304,7 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
         await worker.tick()
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LivePulseCollector(worker.processor, worker.batch_sizes))
+    registry.register(LivePulseCollector(worker.processor, worker.batch_sizes, worker.consumer_lag))
 
     @app.page("/metrics")
     async def metrics(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:

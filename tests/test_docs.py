@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from streams.outputs.metrics import exposition
+from streams.app import input_topics
+from streams.outputs.metrics import BatchSizes, ConsumerLag, exposition
 from streams.processor import Processor
-from streams.settings import ScoreWeights, LeadGrades, Settings
+from streams.settings import LeadGrades, ScoreWeights, Settings
 from streams.testing import raw
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,7 +41,9 @@ def test_every_exported_metric_is_documented():
     proc = Processor(Settings(), partitions=1)
     proc.process(records, t0 / 1000)
     proc.tick(t0 / 1000, snapshots=True)
-    names = set(re.findall(r"^# TYPE (\S+) ", exposition(proc).decode(), re.M))
-    assert "livepulse_attendees_current" in names
+    sizes, lag = BatchSizes(), ConsumerLag(input_topics(Settings()))  # what streams/app.py adds to the collector
+    sizes.observe(len(records))
+    names = set(re.findall(r"^# TYPE (\S+) ", exposition(proc, sizes, lag).decode(), re.M))
+    assert {"livepulse_attendees_current", "livepulse_batch_records", "livepulse_consumer_lag_records"} <= names
     missing = [n for n in sorted(names) if n not in README]
     assert not missing, f"metrics missing from README: {missing}"

@@ -6,6 +6,8 @@ This replaces the consumer's drain loop: what one poll returns for the input top
 batch, in offset order per partition; records of other topics (table changelogs during recovery) still take
 Faust's path. Faust keeps everything else: the group, rebalances, recovery, commit bookkeeping (each message is
 tracked, then acknowledged once its batch is persisted) and flow control (no poll while the flow is stopped).
+With the batch the handler gets, per input partition in it, the offset after its last record (what the worker
+measures its consumer lag from: once per partition and batch, not per record).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import faust
 
 log = logging.getLogger("livepulse.fetch")
 
-Handler = Callable[[list[Any]], Awaitable[None]]  # gets Faust messages; acknowledges them when persisted
+# gets Faust messages and {tp: offset after the tp's last message}; acknowledges the messages when persisted
+Handler = Callable[[list[Any], dict[Any, int]], Awaitable[None]]
 
 
 def deliver_in_batches(app: faust.App, topics: set[str], handle: Handler) -> None:
@@ -34,7 +37,7 @@ def deliver_in_batches(app: faust.App, topics: set[str], handle: Handler) -> Non
             if not consumer.flow_active:  # a rebalance began while polling: read these again afterwards
                 await consumer.perform_seek()
                 continue
-            batch = []
+            batch, ends = [], {}
             for tp, polled in records.items():
                 if active is not None and tp not in active and tp not in consumer._buffered_partitions:
                     # paused since the poll began: Faust would drop these silently; read them again instead
@@ -45,10 +48,11 @@ def deliver_in_batches(app: faust.App, topics: set[str], handle: Handler) -> Non
                         message = to_message(tp, record)
                         track(message)
                         batch.append(message)
+                    ends[tp] = polled[-1].offset + 1
                 else:
                     for record in polled:
                         await callback(to_message(tp, record))
             if batch:
-                await handle(batch)
+                await handle(batch, ends)
 
     consumer._drain_messages = drain

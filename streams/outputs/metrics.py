@@ -8,6 +8,7 @@ label `event_id` only; attendee ids never appear anywhere in the exposition.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from prometheus_client.core import (
     CollectorRegistry,
@@ -72,10 +73,36 @@ class BatchSizes:
         self.total += n
 
 
+class ConsumerLag:
+    """Input records not yet processed on the partitions this worker owns, per (topic, partition): the partition's
+    high watermark minus the next offset to process, as the worker saw them after its last batch of that partition
+    (it updates a partition once per batch, and forgets the partitions it no longer owns after a rebalance)."""
+
+    def __init__(self, topics: Iterable[str]) -> None:
+        self.topics = tuple(sorted(topics))  # the label values: the input topics, every one always exported
+        self.remaining: dict[tuple[str, int], int] = {}
+
+    def update(self, topic: str, partition: int, highwater: int, next_offset: int) -> None:
+        self.remaining[(topic, partition)] = max(0, highwater - next_offset)
+
+    def keep(self, partitions: set[int]) -> None:
+        """Forget the partitions this worker does not own (any more)."""
+        self.remaining = {tp: n for tp, n in self.remaining.items() if tp[1] in partitions}
+
+    def by_topic(self) -> dict[str, int]:
+        totals = dict.fromkeys(self.topics, 0)
+        for (topic, _), n in self.remaining.items():
+            if topic in totals:
+                totals[topic] += n
+        return totals
+
+
 class LivePulseCollector:
-    def __init__(self, processor: Processor, batch_sizes: BatchSizes | None = None) -> None:
+    def __init__(self, processor: Processor, batch_sizes: BatchSizes | None = None,
+                 consumer_lag: ConsumerLag | None = None) -> None:
         self.processor = processor
         self.batch_sizes = batch_sizes
+        self.consumer_lag = consumer_lag
 
     def collect(self):
         proc = self.processor
@@ -240,10 +267,20 @@ class LivePulseCollector:
             buckets = cumulative_buckets(BATCH_BUCKETS, self.batch_sizes.counts)
             yield HistogramMetricFamily("livepulse_batch_records", "Records per processed batch.", buckets=buckets,
                                         sum_value=self.batch_sizes.total)
+        if self.consumer_lag is not None:
+            consumer_lag = GaugeMetricFamily(
+                "livepulse_consumer_lag_records",
+                "Input records not yet processed on the partitions this worker owns (high watermark minus the next "
+                "offset to process, as of the last batch of each partition).", labels=["topic"],
+            )
+            for topic, n in self.consumer_lag.by_topic().items():
+                consumer_lag.add_metric([topic], n)
+            yield consumer_lag
 
 
-def exposition(processor: Processor) -> bytes:
+def exposition(processor: Processor, batch_sizes: BatchSizes | None = None,
+               consumer_lag: ConsumerLag | None = None) -> bytes:
     """The Prometheus text for /metrics (a fresh registry: only our collector, nothing global)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LivePulseCollector(processor))
+    registry.register(LivePulseCollector(processor, batch_sizes, consumer_lag))
     return generate_latest(registry)

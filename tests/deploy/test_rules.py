@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from streams.outputs.metrics import exposition
+from streams.app import input_topics
+from streams.outputs.metrics import BatchSizes, ConsumerLag, exposition
 from streams.processor import Processor
 from streams.settings import Settings
 from streams.simulate.scenario import FIXED_START_MS, ScenarioConfig, generate
@@ -95,18 +96,21 @@ def promql_names(expr: str) -> tuple[set[str], set[str]]:
 
 def exported_series() -> tuple[set[str], set[str], set[str], set[str]]:
     """(sample names, label names, interaction types, names of event series) of /metrics after a small simulated
-    webinar that started, ended and had a malformed record: what a worker really exports."""
+    webinar that started, ended and had a malformed record: what a worker really exports (with its batch sizes and
+    consumer lag, like streams/app.py)."""
     settings = Settings()
     cfg = ScenarioConfig(seed=3, event_id="rules-check", registrants=40, duration_s=600, malformed_rate=0.0)
     topics = {"interactions": settings.topic_interactions, "events": settings.topic_events}
     records = [raw(topics[r.topic], r.value, key=r.key, offset=n) for n, r in enumerate(generate(cfg))]
     records.append(raw(settings.topic_interactions, b"{not json", key=b"rules-check", offset=len(records)))
     wall = (FIXED_START_MS + cfg.duration_s * 1000) / 1000 + 60
-    proc = Processor(settings, partitions=1)
+    proc, sizes, lag = Processor(settings, partitions=1), BatchSizes(), ConsumerLag(input_topics(settings))
     for i in range(0, len(records), 200):
         proc.process(records[i:i + 200], wall)
+        sizes.observe(len(records[i:i + 200]))
+    lag.update(settings.topic_interactions, 0, len(records), len(records))
     proc.tick(wall, snapshots=True)
-    text = exposition(proc).decode()
+    text = exposition(proc, sizes, lag).decode()
     samples = [line for line in text.splitlines() if line and not line.startswith("#")]
     names = {re.match(r"[A-Za-z_:][A-Za-z0-9_:]*", line).group(0) for line in samples}
     label_names = {m for line in samples for m in re.findall(r'[{,]([A-Za-z_][A-Za-z0-9_]*)="', line)}

@@ -17,7 +17,8 @@ import yaml
 from prometheus_client import CollectorRegistry, generate_latest
 
 from grafana.dashboards import DASHBOARDS, OUT, all_queries, render, variable_promql
-from streams.outputs.metrics import BatchSizes, LivePulseCollector
+from streams.app import input_topics
+from streams.outputs.metrics import BatchSizes, ConsumerLag, LivePulseCollector
 from streams.processor import Processor
 from streams.settings import Settings
 from streams.simulate.scenario import FIXED_START_MS, ScenarioConfig, generate
@@ -57,7 +58,7 @@ def crm_opportunities(topic: str, cfg: ScenarioConfig, records: list) -> list:
 @cache
 def exported() -> tuple[frozenset[str], frozenset[str]]:
     """(every sample name, names of event series) of /metrics, as the worker serves it (collector + batch
-    sizes, like streams/app.py), after a small simulated webinar of an organiser that started, ended, had
+    sizes + consumer lag, like streams/app.py), after a small simulated webinar of an organiser that started, ended, had
     registrations, a malformed record and CRM opportunities afterwards (the ROI facts looped back as the worker
     consumes them) -- plus `up`, which Prometheus adds to every target."""
     settings = Settings()
@@ -84,7 +85,7 @@ def exported() -> tuple[frozenset[str], frozenset[str]]:
         offset += len(batch)
         facts = proc.process(batch, wall).roi_facts
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LivePulseCollector(proc, sizes))
+    registry.register(LivePulseCollector(proc, sizes, ConsumerLag(input_topics(settings))))
     samples = [line for line in generate_latest(registry).decode().splitlines() if line and line[0] != "#"]
     name = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
     names = {name.match(line).group(0) for line in samples}

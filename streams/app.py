@@ -34,6 +34,7 @@ from streams.outputs.metrics import BatchSizes, ConsumerLag, LivePulseCollector
 from streams.partitioning import partition_for
 from streams.processor import Output, Processor, RawRecord
 from streams.settings import Settings
+from streams.state.freeze_watch import FreezeWatch
 from streams.state.store import (
     TABLE_NAME,
     PartitionedStore,
@@ -50,6 +51,7 @@ TICK_INTERVAL_S = 1.0  # how often due summaries and retention are checked; snap
 # young generation less often, and move restored state out of the collector's sight (gc.freeze) after recovery.
 GC_THRESHOLDS = (50_000, 20, 100)
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: a batch failed; nothing of it was committed
+EXIT_FROZEN = 75  # EX_TEMPFAIL: the process stood still beyond the session timeout; restart it (state/freeze_watch)
 
 
 class Worker:
@@ -70,6 +72,9 @@ class Worker:
         # One batch or tick at a time, each persisted before the next begins: state records then reach every
         # changelog partition in processing order (the domain relies on it, see EventState's delayed pruning).
         self.emitting = asyncio.Lock()
+        # Close to the session timeout: after a freeze that long the group has given (or is about to give) this
+        # worker's partitions to another. Shorter stalls (a long GC) must not cost a restart.
+        self.freeze = FreezeWatch(limit_s=settings.session_timeout_s * 0.8)
         table.on_recovered = self.on_recovered
 
     # ------------------------------------------------------------------ rebalances
@@ -163,12 +168,24 @@ class Worker:
                 self.last_snapshot = now
             await self.emit(self.processor.tick(now, snapshots=snapshots))
 
+    def exit_if_frozen(self) -> None:
+        """Write nothing after a freeze near the session timeout (state/freeze_watch.py): exit to be restarted."""
+        frozen = self.freeze.frozen_for()
+        if frozen:
+            log.critical("this process stood still for %.1f s (close to the %.0f s session timeout): its partitions "
+                         "may belong to another worker now, and nothing would fence what it writes; exiting "
+                         "without writing (exit %d) to be restarted and rebuilt from the changelog",
+                         frozen, self.s.session_timeout_s, EXIT_FROZEN)
+            logging.shutdown()
+            os._exit(EXIT_FROZEN)
+
     async def emit(self, out: Output) -> None:
         """Send state and outputs; return only when the broker has acknowledged every record.
 
         State records go first in the send order of each changelog partition (attendee keys, then the event key;
         see the commit order above). Each (topic, partition) gets one record batch (outputs.batches).
         """
+        self.exit_if_frozen()
         s = self.s
         sender = BatchSender(self.app.producer._ensure_producer())
         changelog = self.store.changelog
@@ -185,6 +202,7 @@ class Worker:
             for record in records:
                 key = record[id_field].encode()
                 await sender.add(topic, await sender.partition_of(topic, key), key, orjson.dumps(record))
+        self.exit_if_frozen()  # again: adding may have waited (the last moment before the bulk of the sends)
         sent = await sender.flush()
         if not sent:
             return
@@ -279,6 +297,7 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
                                       value_type=bytes, partitions=partitions, default=None))
     use_true_end_recovery(app, settings)
     worker = Worker(app, settings, partitions, table)
+    worker.freeze.start()
 
     @app.agent(source)
     async def process(stream: faust.StreamT) -> None:

@@ -315,9 +315,10 @@ def test_killed_worker_not_restarted_its_partitions_move_to_the_survivors(broker
 def test_paused_worker_that_comes_back_does_not_corrupt_the_state_it_lost(broker, tmp_path, record_property):
     """A slow consumer at its worst: one of two workers freezes (SIGSTOP, like a long GC pause or a starved VM)
     beyond the session timeout while the webinars go on, so the other takes over its partitions; then it wakes
-    up (SIGCONT) with a poll's worth of records in hand. Whatever it still writes must not reach state it no
-    longer owns: to prove it, the worker that took over is then killed, and the woken one rebuilds every event
-    from the changelog. Every final number equals the reference."""
+    up (SIGCONT), possibly in the middle of a batch. Nothing fences it (no transactions), so it must notice the
+    freeze itself and exit 75 without writing anything; restarted (as its supervisor would), it rejoins. To prove
+    that nothing it wrote corrupted the state it lost, the worker that took over is then killed, and the restarted
+    one rebuilds every event from the changelog. Every final number equals the reference."""
     partitions = 6
     pipe = Pipeline(broker, tmp_path, partitions=partitions, extra_env=FAST)
     raw, sentinels = scenario(seed=21, events=6, partitions=partitions)
@@ -335,6 +336,11 @@ def test_paused_worker_that_comes_back_does_not_corrupt_the_state_it_lost(broker
         wait_settled([w2], partitions, timeout=90)
         report(record_property, "pause_to_takeover_s", round(time.monotonic() - t_pause, 1))
         w1.proc.send_signal(signal.SIGCONT)
+        code = wait_until(lambda: w1.proc.poll() is not None and str(w1.proc.returncode), timeout=30,
+                          what="the woken worker exiting")
+        assert code == "75", f"the woken worker exited with {code}:\n{w1.log_tail()}"
+        assert "this process stood still for" in w1.log_path.read_text(errors="replace")
+        w1.start()  # same name, same data dir: as a restarted pod or unit
         feed(pipe, third[: len(third) // 2])
         settled = wait_settled([w1, w2], partitions, timeout=90)
         report(record_property, "assignment_after_wake_up", str(settled))

@@ -1,5 +1,6 @@
 """`livepulse bench --quick` end to end against the embedded broker: every contestant reports, LivePulse's
-outputs equal the batch run, the chart is written. No timing assertions: a slow machine is not a failure."""
+outputs equal the batch run, the attendees phase holds and restores its attendees, the chart is written. No timing
+assertions: a slow machine is not a failure."""
 
 from __future__ import annotations
 
@@ -41,5 +42,9 @@ def test_bench_quick(tmp_path: Path) -> None:
     assert result["freshness"]["metrics"]["markers_seen"] > 0
     assert result["freshness"]["live_topic"]["markers_seen"] > 0
     assert result["recovery"]["healthy_s"] is not None and result["recovery"]["processing_s"] is not None
+    att = result["attendees"]  # the memory/restart phase at the quick size: every attendee present, then restored
+    assert att["present_attendees"] == att["attendees"] == 20_000, att
+    assert att["rss_bytes"] > 0 and att["rss_bytes_per_present_attendee"] > 0
+    assert att["recovery"]["processing_s"] is not None and att["recovery"]["present_after_restart"] == 20_000
     assert result["png"] and Path(result["png"]).stat().st_size > 0
     assert "LivePulse (full pipeline)" in proc.stdout and "outputs equal to run_records: yes" in proc.stdout

@@ -8,6 +8,10 @@ Phases (each contestant in its own process, consuming the same topic from the be
   livepulse  a real `livepulse worker` process, watched on /metrics; then its summaries vs run_records
   freshness  steady paced load + marker chats: record produced -> reflected on /metrics and the live topic
   recovery   SIGKILL the worker, restart it: time until healthy and processing again
+  attendees  the issue's memory and restart targets (streams.bench.attendees): a fresh worker on topics of its own
+             holds --attendees present attendees of --attendee-events concurrent events (default 1,000,000 over
+             20): its RSS per present attendee, then SIGKILL and restart on the same data dir
+The workload is produced only when ceiling, a peer or livepulse runs; attendees needs none of them.
 Writes bench-<timestamp>.json and .png into --output-dir and prints a table. Exits non-zero only when something
 crashed (a contestant, the worker, the broker) or LivePulse's outputs differ from the batch run -- never because
 the machine is slow.
@@ -31,8 +35,8 @@ from pathlib import Path
 import click
 import orjson
 
-PHASES = ("ceiling", "peerA", "peerB", "livepulse", "freshness", "recovery")
-QUICK = {"records": 20_000, "events": 4, "fresh_rate": 2_000.0, "fresh_seconds": 5.0}
+PHASES = ("ceiling", "peerA", "peerB", "livepulse", "freshness", "recovery", "attendees")
+QUICK = {"records": 20_000, "events": 4, "fresh_rate": 2_000.0, "fresh_seconds": 5.0, "attendees": 20_000}
 
 
 def _echo(message: str) -> None:
@@ -140,11 +144,31 @@ def render_table(result: dict) -> str:
     if rec and not rec.get("skipped") and not rec.get("error"):
         extra.append(f"recovery after SIGKILL: healthy in {rec['healthy_s']} s, processing in {rec['processing_s']} s "
                      f"(session timeout {rec['session_timeout_s']:g} s)")
+    extra.extend(_attendee_lines(result.get("attendees")))
     eq = result.get("outputs_equal")
     if eq is not None:
         extra.append(f"outputs equal to run_records: {'yes' if eq else 'NO'} "
                      f"({result.get('outputs', {}).get('events_compared', 0)} event summaries)")
     return "\n".join(lines + [""] + extra)
+
+
+def _attendee_lines(att: dict | None) -> list[str]:
+    """The attendees phase next to the issue's targets (1 GiB for 1,000,000 present; processing within 30 s)."""
+    if not att or att.get("skipped") or "present_attendees" not in att:
+        return []
+    t = att["targets"]
+    held = (f"attendees: {att['present_attendees']:,} present of {att['attendees']:,} over {att['events']} events: "
+            f"worker RSS {att['rss_bytes'] / 2**20:,.0f} MiB (peak {(att['peak_rss_bytes'] or 0) / 2**20:,.0f} MiB; "
+            f"target <= {t['rss_bytes'] / 2**30:g} GiB for {t['for_attendees']:,}), "
+            f"{_fmt_rate(att['rss_bytes_per_present_attendee'])} B per present attendee "
+            f"({_fmt_rate(att['rss_growth_bytes_per_present_attendee'])} B of growth over the healthy worker)")
+    lines = [held]
+    rec = att.get("recovery")
+    if rec:
+        lines.append(f"attendees restart after SIGKILL: healthy in {rec['healthy_s']} s, processing in "
+                     f"{rec['processing_s']} s (target <= {t['processing_s']:g} s; restore {rec['restore_s']} s, "
+                     f"{_fmt_rate(rec['present_after_restart'])} present after it)")
+    return lines
 
 
 def render_png(result: dict, path: Path) -> bool:
@@ -167,7 +191,7 @@ def render_png(result: dict, path: Path) -> bool:
     ax.set_yscale("log")
     ax.tick_params(axis="x", labelsize=8)
     ax.set_ylabel("records/s (log)")
-    ax.set_title(f"Throughput, {result['workload']['records']:,} records")
+    ax.set_title(f"Throughput, {result['workload']['records']:,} records" if names else "Throughput: not measured")
     lp = c.get("livepulse", {}).get("records_per_s")
     for bar, n, rate in zip(bars, names, rates):
         note = f"{rate:,.0f}/s" + (f"\nLP {lp / rate:.2f}x" if lp and n != "livepulse" else "")
@@ -197,7 +221,10 @@ def render_png(result: dict, path: Path) -> bool:
         ax.set_title("LivePulse worker: progress and memory")
     fig.suptitle(f"livepulse bench {result['date']} on {result['machine']['cores']} cores "
                  f"({result['machine']['cpu']})", fontsize=10)
-    fig.tight_layout()
+    notes = _attendee_lines(result.get("attendees"))
+    if notes:
+        fig.text(0.01, 0.01, "\n".join(notes), fontsize=7.5, va="bottom")
+    fig.tight_layout(rect=(0, 0.06 * len(notes) / 2, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
@@ -227,14 +254,19 @@ def _state_figures(collected) -> dict:
 @click.option("--fresh-rate", type=float, default=20_000.0, show_default=True,
               help="Paced rate (records/s) of the freshness phase.")
 @click.option("--fresh-seconds", type=float, default=20.0, show_default=True, help="Length of the freshness phase.")
+@click.option("--attendees", type=click.IntRange(1), default=1_000_000, show_default=True,
+              help="Present attendees held by one worker in the attendees phase.")
+@click.option("--attendee-events", type=click.IntRange(1), default=20, show_default=True,
+              help="Concurrent events the attendees phase spreads them over.")
 @click.option("--profile", is_flag=True, help="py-spy the worker during its throughput phase (needs py-spy).")
 @click.option("--quick", is_flag=True, help=f"Small preset for tests: {QUICK}.")
 def bench_command(records: int, events: int, seed: int, partitions: int, output_dir: Path, broker: str | None,
-                  skip: tuple[str, ...], fresh_rate: float, fresh_seconds: float, profile: bool, quick: bool) -> None:
+                  skip: tuple[str, ...], fresh_rate: float, fresh_seconds: float, attendees: int, attendee_events: int,
+                  profile: bool, quick: bool) -> None:
     """Benchmark LivePulse against a bare consumer and two peer implementations (Faust, Quix Streams)."""
     if quick:
         records, events = QUICK["records"], QUICK["events"]
-        fresh_rate, fresh_seconds = QUICK["fresh_rate"], QUICK["fresh_seconds"]
+        fresh_rate, fresh_seconds, attendees = QUICK["fresh_rate"], QUICK["fresh_seconds"], QUICK["attendees"]
     output_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC)
     run = f"bench-{stamp:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:4]}"
@@ -251,8 +283,15 @@ def bench_command(records: int, events: int, seed: int, partitions: int, output_
             _echo("starting the embedded broker (tansu)")
             embedded = EmbeddedBroker(log_path=logs / "tansu.log").start()
             broker = embedded.url
-        _bench(result, broker, run, work, logs, records=records, events=events, seed=seed, partitions=partitions,
-               skip=set(skip), fresh_rate=fresh_rate, fresh_seconds=fresh_seconds, profile=profile)
+        if {"ceiling", "peerA", "peerB", "livepulse"} <= set(skip):
+            result["workload"] = {"skipped": "no phase uses it"}
+            result["contestants"] = {name: {"skipped": "--skip"} for name in ("ceiling", "peerA", "peerB", "livepulse")}
+        else:
+            _bench(result, broker, run, work, logs, records=records, events=events, seed=seed,
+                   partitions=partitions, skip=set(skip), fresh_rate=fresh_rate, fresh_seconds=fresh_seconds,
+                   profile=profile)
+        _attendees(result, broker, run, work, logs, attendees=attendees, events=attendee_events,
+                   partitions=partitions, skip=set(skip))
     except Exception as exc:  # noqa: BLE001 - a crash is reported in the result, then the exit code
         result["crashed"].append(f"bench: {type(exc).__name__}: {exc}")
         _echo(f"CRASH: {type(exc).__name__}: {exc}")
@@ -400,6 +439,25 @@ def _bench(result: dict, broker: str, run: str, work: Path, logs: Path, *, recor
         _echo(f"livepulse: CRASHED: {exc}")
     finally:
         worker.kill(15)
+
+
+def _attendees(result: dict, broker: str, run: str, work: Path, logs: Path, *, attendees: int, events: int,
+               partitions: int, skip: set[str]) -> None:
+    """After the other phases (their worker is stopped by then, so the RSS is this worker's alone)."""
+    from streams.bench import attendees as att
+    from streams.bench import livepulse_run as lp
+
+    if "attendees" in skip:
+        result["attendees"] = {"skipped": "--skip"}
+        return
+    _echo(f"attendees: {attendees:,} joins over {events} concurrent events, held by one fresh worker")
+    try:
+        result["attendees"] = att.run(broker, run, work, logs, attendees=attendees, events=events,
+                                      partitions=partitions, progress=_echo)
+    except lp.WorkerCrashed as exc:
+        result["attendees"] = {"error": str(exc)}
+        result["crashed"].append(f"attendees worker: {exc}")
+        _echo(f"attendees: CRASHED: {exc}")
 
 
 def _compare_outputs(result: dict, w, topics: dict, partitions: int, bootstrap: str, *, complete: bool) -> None:

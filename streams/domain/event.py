@@ -145,19 +145,21 @@ class Attendee:
 
     @classmethod
     def load(cls, data: list) -> Attendee:
-        a = cls()
-        presence, a.registered, a.key_flag, accounts, a.channel, a.counts, a.polls, ids = data[:8]
-        a.ids = [tuple(e) for e in ids]
+        # Slots are set directly (no __init__): a restore or takeover rebuilds up to a million of these.
+        a = cls.__new__(cls)
+        presence, a.registered, a.key_flag, accounts, a.channel, a.counts, polls, ids = data[:8]
+        a.presence = Presence.load(presence)
+        a.ids = list(map(tuple, ids))
+        a.polls = tuple(polls) if polls else ()
+        # (state written before account lists: a single account id or null)
+        a.accounts = tuple(accounts) if isinstance(accounts, list) else () if accounts is None else (accounts,)
         if len(data) > 8:
             a.upto, a.upto_rekeyed = data[8], data[9]
         else:  # state written before per-attendee offsets: the offsets its ids remember
+            a.upto = a.upto_rekeyed = -1
             for _, topic, offset, _ in a.ids:
                 if offset > a.applied_upto(topic):
                     a.mark_applied(topic, offset)
-        a.presence = Presence.load(presence)
-        # (state written before account lists: a single account id or null)
-        a.accounts = tuple(accounts) if isinstance(accounts, list) else () if accounts is None else (accounts,)
-        a.polls = tuple(a.polls)
         return a
 
 

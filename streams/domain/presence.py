@@ -172,8 +172,9 @@ class Presence:
 
     @classmethod
     def load(cls, data: list) -> Presence:
-        p = cls()
+        p = cls.__new__(cls)  # slots set directly, derived view empty until refresh() (restores are large)
         (p.ck_present, p.ck_start, p.ck_last, p.ck_ever, sessions, p.final_dwell, tail) = data
-        p.final_sessions = [tuple(s) for s in sessions] or ()
-        p.tail = [tuple(t) for t in tail]
+        p.final_sessions = list(map(tuple, sessions)) if sessions else ()
+        p.tail = list(map(tuple, tail))
+        p.tail_sessions, p.open_start, p.open_last = (), None, 0
         return p

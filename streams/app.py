@@ -274,6 +274,7 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
         topic_replication_factor=settings.replication_factor,
         consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_s,
+        consumer_group_instance_id=settings.group_instance_id,
         broker_heartbeat_interval=max(0.5, settings.session_timeout_s / 6),
         broker_rebalance_timeout=max(10.0, settings.session_timeout_s * 2),
         stream_buffer_maxsize=2 * settings.batch_max_records,  # a batch must fit, or Faust pauses partitions

@@ -113,6 +113,13 @@ class Settings(BaseSettings):
     session_timeout_s: float = Field(
         10.0, gt=0, description="Consumer-group session timeout: how fast a crashed worker's partitions move on."
     )
+    group_instance_id: str | None = Field(
+        None, min_length=1, max_length=249,
+        description="Static group membership (Kafka KIP-345): an id stable across restarts and unique to this "
+        "worker, such as its StatefulSet pod name. A restarted worker then gets its partitions back without waiting "
+        "out the session timeout and without moving anyone else's; a stopped one's wait for the session timeout. "
+        "Two running workers must never share it (Kafka fences the older one, tansu does not). Off by default.",
+    )
     startup_wait_s: float = Field(
         300.0, gt=0, description="How long a starting worker waits for Kafka to answer before giving up."
     )

@@ -95,7 +95,9 @@ def run(broker: str, run_id: str, work: Path, logs: Path, *, attendees: int, eve
                              "processing_s": TARGET_PROCESSING_S}}
     progress(f"attendees: produced {total:,} records in {took:.1f} s; starting a fresh worker")
 
-    env = {"LIVEPULSE_PARTITIONS": str(partitions)}
+    # Static group membership, as deploy/k8s runs workers: the restart does not wait out the dead member's session.
+    env = {"LIVEPULSE_PARTITIONS": str(partitions), "LIVEPULSE_GROUP_INSTANCE_ID": f"{run_id}-att-worker"}
+    out["group_instance_id"] = env["LIVEPULSE_GROUP_INSTANCE_ID"]
     per_event = -(-attendees // events)
     if per_event > Settings.model_fields["max_attendees_per_event"].default:  # the cap would reject the rest
         env["LIVEPULSE_MAX_ATTENDEES_PER_EVENT"] = str(per_event)

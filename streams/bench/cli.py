@@ -136,9 +136,8 @@ def render_table(result: dict) -> str:
                      "markers)")
     lpr = c.get("livepulse", {})
     if lpr.get("peak_rss_bytes"):
-        extra.append(f"worker peak RSS {lpr['peak_rss_bytes'] / 2**20:.0f} MiB; "
-                     f"RSS growth per present attendee {lpr.get('rss_bytes_per_present_attendee') or '-'} B "
-                     f"(at peak {lpr.get('peak_present_attendees', 0):,} present); state per attendee key "
+        # (memory per present attendee: the attendees phase; this workload's webinars are over when it is read)
+        extra.append(f"worker peak RSS {lpr['peak_rss_bytes'] / 2**20:.0f} MiB; state per attendee key "
                      f"{result.get('state', {}).get('bytes_per_attendee_key', '-')} B in the changelog")
     rec = result.get("recovery")
     if rec and not rec.get("skipped") and not rec.get("error"):
@@ -165,7 +164,8 @@ def _attendee_lines(att: dict | None) -> list[str]:
     lines = [held]
     rec = att.get("recovery")
     if rec:
-        lines.append(f"attendees restart after SIGKILL: healthy in {rec['healthy_s']} s, processing in "
+        lines.append(f"attendees restart after SIGKILL (static group membership): healthy in {rec['healthy_s']} s, "
+                     f"processing in "
                      f"{rec['processing_s']} s (target <= {t['processing_s']:g} s; restore {rec['restore_s']} s, "
                      f"{_fmt_rate(rec['present_after_restart'])} present after it)")
     return lines

@@ -134,9 +134,13 @@ def _as_sim(raw):
     return [SimRecord("events" if r.topic.endswith(".events") else "interactions", r.key, r.value, 0) for r in raw]
 
 
-@pytest.mark.parametrize("store", ["rocksdb", "memory"])
-def test_worker_killed_mid_event_changes_no_final_number(broker, tmp_path, store):
-    pipe = Pipeline(broker, tmp_path, partitions=2, extra_env={"LIVEPULSE_STORE": store})
+@pytest.mark.parametrize(("store", "static"), [("rocksdb", False), ("memory", False), ("rocksdb", True)],
+                         ids=["rocksdb", "memory", "rocksdb-static-membership"])
+def test_worker_killed_mid_event_changes_no_final_number(broker, tmp_path, store, static):
+    """kill -9 mid-stream and restart on the same data dir; with LIVEPULSE_GROUP_INSTANCE_ID the restarted worker
+    takes its partitions back without waiting out the dead member's session."""
+    env = {"LIVEPULSE_STORE": store} | ({"LIVEPULSE_GROUP_INSTANCE_ID": "w1"} if static else {})
+    pipe = Pipeline(broker, tmp_path, partitions=2, extra_env=env)
     raw, sentinels = scenario(seed=33, events=2, partitions=2)
     expected = expected_of(raw, sentinels, pipe.settings)
     sim = _as_sim(raw)
@@ -155,6 +159,8 @@ def test_worker_killed_mid_event_changes_no_final_number(broker, tmp_path, store
         asyncio.run(produce(broker, [(pipe.settings.topic_interactions, k, v) for k, v in sentinels]))
         outputs = collect_outputs(pipe, len(expected))
         check(pipe, outputs, expected, [worker])
-        print(f"store={store}: restarted worker healthy again after {recovery:.1f} s")
+        if static:  # the instance id reached the group protocol (the broker derives the member id from it)
+            assert "with member_id w1-" in worker.log_path.read_text(errors="replace"), worker.log_tail()
+        print(f"store={store} static={static}: restarted worker healthy again after {recovery:.1f} s")
     finally:
         worker.stop()

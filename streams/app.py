@@ -31,6 +31,7 @@ from streams import kafka
 from streams.ingest import batch_fetch, consumer_fixes
 from streams.outputs.batches import MAX_BATCH_BYTES, BatchSender
 from streams.outputs.metrics import BatchSizes, ConsumerLag, LivePulseCollector
+from streams.outputs.snapshots import SnapshotPacing
 from streams.partitioning import partition_for
 from streams.processor import Output, Processor, RawRecord
 from streams.settings import Settings
@@ -65,7 +66,7 @@ class Worker:
         self.store = PartitionedStore(table)
         self.owned: set[int] = set()
         self.ready = False
-        self.last_snapshot = 0.0
+        self.snapshots = SnapshotPacing(settings.snapshot_interval_s, settings.snapshot_max_share)
         self.batch_sizes = BatchSizes()
         self.source_topics = set(input_topics(settings))
         self.consumer_lag = ConsumerLag(self.source_topics)  # per owned input partition, updated once per batch
@@ -163,10 +164,12 @@ class Worker:
             return
         async with self.emitting:
             now = time.time()
-            snapshots = now - self.last_snapshot >= self.s.snapshot_interval_s
+            snapshots = self.snapshots.due(now)
+            started = time.perf_counter()
+            out = self.processor.tick(now, snapshots=snapshots)
             if snapshots:
-                self.last_snapshot = now
-            await self.emit(self.processor.tick(now, snapshots=snapshots))
+                self.snapshots.done(now, time.perf_counter() - started)
+            await self.emit(out)
 
     def exit_if_frozen(self) -> None:
         """Write nothing after a freeze near the session timeout (state/freeze_watch.py): exit to be restarted."""
@@ -324,7 +327,8 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
         await worker.tick()
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LivePulseCollector(worker.processor, worker.batch_sizes, worker.consumer_lag))
+    registry.register(LivePulseCollector(worker.processor, worker.batch_sizes, worker.consumer_lag,
+                                         worker.snapshots))
 
     @app.page("/metrics")
     async def metrics(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:

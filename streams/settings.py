@@ -133,6 +133,11 @@ class Settings(BaseSettings):
         600.0, gt=0, description="How long (event time) interaction ids are remembered for de-duplication."
     )
     snapshot_interval_s: float = Field(5.0, gt=0, description="Wall-clock interval of live snapshots.")
+    snapshot_max_share: float = Field(
+        0.25, gt=0, le=1,
+        description="Most of the worker's time live snapshots may take: a round walks every present attendee, so "
+        "with very large audiences rounds are spaced further apart than the interval, and the input keeps flowing.",
+    )
     retention_s: float = Field(
         900.0, ge=0, description="How long an ended event's state and metric series are kept after its summary."
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from streams.app import input_topics
 from streams.outputs.metrics import BatchSizes, ConsumerLag, exposition
+from streams.outputs.snapshots import SnapshotPacing
 from streams.processor import Processor
 from streams.settings import LeadGrades, ScoreWeights, Settings
 from streams.testing import raw
@@ -43,7 +44,9 @@ def test_every_exported_metric_is_documented():
     proc.tick(t0 / 1000, snapshots=True)
     sizes, lag = BatchSizes(), ConsumerLag(input_topics(Settings()))  # what streams/app.py adds to the collector
     sizes.observe(len(records))
-    names = set(re.findall(r"^# TYPE (\S+) ", exposition(proc, sizes, lag).decode(), re.M))
-    assert {"livepulse_attendees_current", "livepulse_batch_records", "livepulse_consumer_lag_records"} <= names
+    pacing = SnapshotPacing(Settings().snapshot_interval_s, Settings().snapshot_max_share)
+    names = set(re.findall(r"^# TYPE (\S+) ", exposition(proc, sizes, lag, pacing).decode(), re.M))
+    assert {"livepulse_attendees_current", "livepulse_batch_records", "livepulse_consumer_lag_records",
+            "livepulse_snapshot_round_seconds"} <= names
     missing = [n for n in sorted(names) if n not in README]
     assert not missing, f"metrics missing from README: {missing}"

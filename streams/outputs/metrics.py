@@ -19,6 +19,7 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 
 from streams.domain.event import SESSION_BUCKETS, TYPES
+from streams.outputs.snapshots import SnapshotPacing
 from streams.processor import Processor
 
 EVENT_GAUGES = (
@@ -99,10 +100,11 @@ class ConsumerLag:
 
 class LivePulseCollector:
     def __init__(self, processor: Processor, batch_sizes: BatchSizes | None = None,
-                 consumer_lag: ConsumerLag | None = None) -> None:
+                 consumer_lag: ConsumerLag | None = None, snapshots: SnapshotPacing | None = None) -> None:
         self.processor = processor
         self.batch_sizes = batch_sizes
         self.consumer_lag = consumer_lag
+        self.snapshots = snapshots
 
     def collect(self):
         proc = self.processor
@@ -276,11 +278,19 @@ class LivePulseCollector:
             for topic, n in self.consumer_lag.by_topic().items():
                 consumer_lag.add_metric([topic], n)
             yield consumer_lag
+        if self.snapshots is not None:
+            yield GaugeMetricFamily("livepulse_snapshot_round_seconds",
+                                    "Time the last round of live snapshots took (grows with the attendees present).",
+                                    value=self.snapshots.last_round_s)
+            yield GaugeMetricFamily("livepulse_snapshot_interval_seconds",
+                                    "Current spacing of live snapshot rounds: the configured interval, or longer when "
+                                    "a round would otherwise take more than LIVEPULSE_SNAPSHOT_MAX_SHARE of the time.",
+                                    value=self.snapshots.spacing_s)
 
 
 def exposition(processor: Processor, batch_sizes: BatchSizes | None = None,
-               consumer_lag: ConsumerLag | None = None) -> bytes:
+               consumer_lag: ConsumerLag | None = None, snapshots: SnapshotPacing | None = None) -> bytes:
     """The Prometheus text for /metrics (a fresh registry: only our collector, nothing global)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LivePulseCollector(processor, batch_sizes, consumer_lag))
+    registry.register(LivePulseCollector(processor, batch_sizes, consumer_lag, snapshots))
     return generate_latest(registry)

@@ -348,6 +348,16 @@ def pipeline_health() -> dict:
                                  "worker behind while the others keep up is a hot partition or a slow host.",
                                  [target(workers("livepulse_consumer_lag_records", "instance"), "{{instance}}")],
                                  low=0))
+        .with_panel(series_panel("Live snapshot rounds",
+                                 "Per worker: how long a round of live snapshots takes (it walks every present "
+                                 "attendee) and how far apart rounds are. The spacing grows past the configured "
+                                 "interval when rounds would take more than LIVEPULSE_SNAPSHOT_MAX_SHARE of the "
+                                 "worker's time: live figures of huge audiences then refresh less often.",
+                                 [target(workers("livepulse_snapshot_round_seconds", "instance"),
+                                         "round {{instance}}"),
+                                  target(workers("livepulse_snapshot_interval_seconds", "instance"),
+                                         "spacing {{instance}}", ref="B")],
+                                 unit="s", low=0))
     )
     return finish(builder)
 

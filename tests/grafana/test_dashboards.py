@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from grafana.dashboards import DASHBOARDS, OUT, all_queries, render, variable_promql
 from streams.app import input_topics
 from streams.outputs.metrics import BatchSizes, ConsumerLag, LivePulseCollector
+from streams.outputs.snapshots import SnapshotPacing
 from streams.processor import Processor
 from streams.settings import Settings
 from streams.simulate.scenario import FIXED_START_MS, ScenarioConfig, generate
@@ -85,7 +86,8 @@ def exported() -> tuple[frozenset[str], frozenset[str]]:
         offset += len(batch)
         facts = proc.process(batch, wall).roi_facts
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LivePulseCollector(proc, sizes, ConsumerLag(input_topics(settings))))
+    registry.register(LivePulseCollector(proc, sizes, ConsumerLag(input_topics(settings)),
+                                         SnapshotPacing(settings.snapshot_interval_s, settings.snapshot_max_share)))
     samples = [line for line in generate_latest(registry).decode().splitlines() if line and line[0] != "#"]
     name = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
     names = {name.match(line).group(0) for line in samples}

@@ -22,6 +22,7 @@ from streams.domain.event import (
     DUPLICATE,
     LATE,
     REDELIVERED,
+    Attendee,
     EventState,
     Params,
 )
@@ -300,7 +301,8 @@ class Processor:
     # ------------------------------------------------------------------ partitions
     def restore(self, partition: int, items, wall_now: float) -> int:
         """Rebuild the events of one partition from its persisted state records; returns events restored."""
-        grouped: dict[str, tuple[dict | None, dict[str, list]]] = {}
+        grouped: dict[str, list] = {}  # event_id -> [event record | None, {attendee_id: Attendee}]
+        load_attendee = Attendee.load
         for key, value in items:
             text = key.decode()
             if text.startswith(ROI_PREFIX):
@@ -311,13 +313,15 @@ class Processor:
                     self.roi_views[rid] = record["roi"]
                 continue
             event_id, _, aid = text.partition(SEP)
-            entry = grouped.setdefault(event_id, (None, {}))
-            if aid:
-                entry[1][aid] = orjson.loads(value)
+            entry = grouped.get(event_id)
+            if entry is None:
+                entry = grouped[event_id] = [None, {}]
+            if aid:  # (built at once: a takeover or restart may restore a million of these)
+                entry[1][aid] = load_attendee(orjson.loads(value))
             else:
-                grouped[event_id] = (orjson.loads(value), entry[1])
+                entry[0] = orjson.loads(value)
         for event_id, (event, attendees) in grouped.items():
-            ev = EventState.load(event_id, self.params, event, attendees)
+            ev = EventState.from_parts(event_id, self.params, event, attendees)
             ev.wall_last = wall_now
             self.events[event_id] = ev
             self.event_partition[event_id] = partition

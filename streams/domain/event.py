@@ -694,6 +694,12 @@ class EventState:
     @classmethod
     def load(cls, event_id: str, params: Params, event: dict | None, attendees: dict[str, list]) -> EventState:
         """Rebuild from persisted records; derived indexes (window members, timers) are recomputed."""
+        return cls.from_parts(event_id, params, event, {aid: Attendee.load(data) for aid, data in attendees.items()})
+
+    @classmethod
+    def from_parts(cls, event_id: str, params: Params, event: dict | None,
+                   attendees: dict[str, Attendee]) -> EventState:
+        """Rebuild from the persisted event record and the attendees loaded from theirs (the dict is kept)."""
         st = cls(event_id, params)
         if event:
             for key in ("clock", "started", "ended", "first_join", "first_session", "meta", "late", "duplicates",
@@ -706,13 +712,13 @@ class EventState:
             st.window_applied = {int(k): v for k, v in event["window_applied"].items()}
             st.applied = {int(k): v for k, v in event.get("applied", {}).items()}
             st.persisted_clock = st.clock
-        for aid, data in attendees.items():
-            st.attendees[aid] = a = Attendee.load(data)
-            if st.next_window is not None:
-                a.presence.prune(st.next_window)  # sessions of windows already emitted
-            for entry in a.ids:
-                st._id_owner[entry[0]] = aid
-            st._touched.add(aid)
+        st.attendees = attendees
+        if st.next_window is not None:
+            for a in attendees.values():
+                if a.presence.final_sessions:
+                    a.presence.prune(st.next_window)  # sessions of windows already emitted
+        st._id_owner = {entry[0]: aid for aid, a in attendees.items() for entry in a.ids}
+        st._touched = set(attendees)
         st._rebuild_members()
         st.advance()
         st._dirty.clear()

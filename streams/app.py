@@ -119,13 +119,11 @@ class Worker:
     async def handle_polled(self, messages: list[Any], ends: dict[Any, int]) -> None:
         """A poll's worth of input (ingest.batch_fetch): process, persist, then acknowledge for the commit; then
         measure the consumer lag of its partitions (`ends`: the offset after each one's last message)."""
-        ready, owned = self.ready, self.owned  # what handle() goes by: it processes all of a partition or none
-        await self.handle(messages)
+        processed = await self.handle(messages)
         ack = self.app.consumer.ack
         for message in messages:
             ack(message)  # a deferred message is already marked acked: this leaves it out of the commit
-        if ready:
-            self.measure_lag(ends, owned & self.owned)
+        self.measure_lag(ends, processed & self.owned)  # (not those released while the batch was written)
 
     def measure_lag(self, ends: dict[Any, int], processed: set[int]) -> None:
         """Consumer lag of the partitions whose records were just processed: the high watermark of the consumer's
@@ -141,7 +139,9 @@ class Worker:
             if high is not None:
                 self.consumer_lag.update(tp.topic, tp.partition, high, end)
 
-    async def handle(self, messages: list[Any]) -> None:
+    async def handle(self, messages: list[Any]) -> set[int]:
+        """Process and persist the records of restored, owned partitions; returns the partitions whose records were
+        processed, as a superset: every owned one when ready (a partition's records are processed or deferred whole)."""
         records = []
         ready, owned = self.ready, self.owned
         for msg in messages:
@@ -154,10 +154,11 @@ class Worker:
                 continue
             records.append(RawRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value))
         if not records:
-            return
+            return set()
         self.batch_sizes.observe(len(records))
         async with self.emitting:
             await self.emit(self.processor.process(records, time.time()))
+        return owned
 
     async def tick(self) -> None:
         if not self.ready:
@@ -175,12 +176,10 @@ class Worker:
         """Write nothing after a freeze near the session timeout (state/freeze_watch.py): exit to be restarted."""
         frozen = self.freeze.frozen_for()
         if frozen:
-            log.critical("this process stood still for %.1f s (close to the %.0f s session timeout): its partitions "
-                         "may belong to another worker now, and nothing would fence what it writes; exiting "
-                         "without writing (exit %d) to be restarted and rebuilt from the changelog",
-                         frozen, self.s.session_timeout_s, EXIT_FROZEN)
-            logging.shutdown()
-            os._exit(EXIT_FROZEN)
+            exit_now(EXIT_FROZEN, "this process stood still for %.1f s (close to the %.0f s session timeout): its "
+                     "partitions may belong to another worker now, and nothing would fence what it writes; exiting "
+                     "without writing (exit %d) to be restarted and rebuilt from the changelog",
+                     frozen, self.s.session_timeout_s, EXIT_FROZEN)
 
     async def emit(self, out: Output) -> None:
         """Send state and outputs; return only when the broker has acknowledged every record.
@@ -351,10 +350,16 @@ async def or_exit(batch: Any) -> None:
     """
     try:
         await batch
-    except Exception:
-        log.critical("a batch could not be processed and persisted; exiting without committing it", exc_info=True)
-        logging.shutdown()
-        os._exit(EXIT_BATCH_FAILED)
+    except Exception:  # noqa: BLE001 - exit_now logs it with its traceback
+        exit_now(EXIT_BATCH_FAILED, "a batch could not be processed and persisted; exiting without committing it",
+                 exc_info=True)
+
+
+def exit_now(code: int, message: str, *args: Any, exc_info: bool = False) -> None:
+    """Log why and end the process at once: no shutdown path of Faust's may commit or write anything more."""
+    log.critical(message, *args, exc_info=exc_info)
+    logging.shutdown()
+    os._exit(code)
 
 
 def run_worker(settings: Settings) -> None:

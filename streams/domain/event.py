@@ -236,10 +236,8 @@ class EventState:
             att = self.attendees[aid] = Attendee()
         elif not redelivered and sum(att.counts) >= self.p.max_interactions:  # bounds memory (and id scans)
             return CAPPED_INTERACTIONS
-        if seen is not None and not redelivered:
-            if offset >= 0 and seen[1] == topic and seen[2] == offset:
-                redelivered = True
-            elif self.clock - seen[3] > self.p.horizon_ms:  # forgotten, whenever the pruning happens
+        if seen is not None and not redelivered:  # (the same id at the same offset was a redelivery above)
+            if self.clock - seen[3] > self.p.horizon_ms:  # forgotten, whenever the pruning happens
                 self.attendees[owner].ids.remove(seen)
                 self._dirty.add(owner)
             else:

@@ -9,7 +9,8 @@
 
 Commit order (at-least-once, made exact by idempotent processing): a batch's state records (attendee keys first,
 the event key last) and its output records are all sent and acknowledged by the broker *before* the batch's
-offsets are acknowledged to Faust, which commits them afterwards. A crash in between replays the batch; the
+partitions are marked done up to their last offset (ingest.batch_fetch.Positions), which Faust's periodic commit
+then takes. A crash in between replays the batch; the
 domain's id memory and per-window offsets turn the replay into a no-op.
 """
 
@@ -33,7 +34,7 @@ from streams.outputs.batches import MAX_BATCH_BYTES, BatchSender
 from streams.outputs.metrics import BatchSizes, ConsumerLag, LivePulseCollector
 from streams.outputs.snapshots import SnapshotPacing
 from streams.partitioning import partition_for
-from streams.processor import Output, Processor, RawRecord
+from streams.processor import Output, Processor
 from streams.settings import Settings
 from streams.state.freeze_watch import FreezeWatch
 from streams.state.store import (
@@ -70,6 +71,7 @@ class Worker:
         self.batch_sizes = BatchSizes()
         self.source_topics = set(input_topics(settings))
         self.consumer_lag = ConsumerLag(self.source_topics)  # per owned input partition, updated once per batch
+        self.positions: batch_fetch.Positions | None = None  # what Faust commits for the input (build_app sets it)
         # One batch or tick at a time, each persisted before the next begins: state records then reach every
         # changelog partition in processing order (the domain relies on it, see EventState's delayed pruning).
         self.emitting = asyncio.Lock()
@@ -116,49 +118,61 @@ class Worker:
                  self.processor.counters.deferred)
 
     # ------------------------------------------------------------------ the hot path
-    async def handle_polled(self, messages: list[Any], ends: dict[Any, int]) -> None:
-        """A poll's worth of input (ingest.batch_fetch): process, persist, then acknowledge for the commit; then
-        measure the consumer lag of its partitions (`ends`: the offset after each one's last message)."""
-        processed = await self.handle(messages)
-        ack = self.app.consumer.ack
-        for message in messages:
-            ack(message)  # a deferred message is already marked acked: this leaves it out of the commit
-        self.measure_lag(ends, processed & self.owned)  # (not those released while the batch was written)
-
-    def measure_lag(self, ends: dict[Any, int], processed: set[int]) -> None:
-        """Consumer lag of the partitions whose records were just processed: the high watermark of the consumer's
-        latest fetch response for the partition minus the next offset to process. Once per partition and batch."""
+    async def handle_polled(self, polled: dict[Any, list[Any]]) -> None:
+        """A poll's worth of input (ingest.batch_fetch), aiokafka records per partition: process and persist the
+        records of restored, owned partitions; then mark those partitions done for the commit and measure their
+        consumer lag. Records of other partitions are deferred (see `defer`)."""
+        records, processed = [], []
+        ready, owned = self.ready, self.owned
+        for tp, part in polled.items():
+            if ready and tp.partition in owned:
+                records.extend(part)
+                processed.append(tp)
+            else:
+                self.defer(len(part))
+        await self.process(records)
         highwater = self.app.consumer.highwater
-        for tp, end in ends.items():
-            if tp.partition not in processed:
-                continue  # deferred (still restoring) or released meanwhile: read again, measured then
+        for tp in processed:
+            if not self.ready or tp.partition not in self.owned:
+                continue  # released while the batch was written: its new owner reads on from the commit
+            end = polled[tp][-1].offset + 1
+            self.positions.done(tp, end)
+            # Consumer lag: the high watermark of the consumer's latest fetch for the partition minus the next
+            # offset to process. Once per partition and batch.
             try:
                 high = highwater(tp)
-            except (AssertionError, AttributeError):  # no longer assigned (a rebalance began): nothing to measure
+            except (AssertionError, AttributeError):  # no longer assigned (a rebalance began): measured next time
                 continue
             if high is not None:
                 self.consumer_lag.update(tp.topic, tp.partition, high, end)
 
-    async def handle(self, messages: list[Any]) -> set[int]:
-        """Process and persist the records of restored, owned partitions; returns the partitions whose records were
-        processed, as a superset: every owned one when ready (a partition's records are processed or deferred whole)."""
+    async def handle(self, messages: list[Any]) -> None:
+        """Faust messages from the agent's stream (a fallback: input normally comes through handle_polled).
+        The agent acknowledges them when this returns; a deferred one is marked acked now, which keeps it out
+        of the commit."""
         records = []
         ready, owned = self.ready, self.owned
         for msg in messages:
-            if not ready or msg.partition not in owned:
-                # Faust resumes the flow of newly assigned partitions before their state is restored (and a batch
-                # may straddle a rebalance). Such a record must neither touch state nor be committed: marked acked
-                # here it stays out of the commit, and on_recovered rewinds its partition to read it again.
+            if ready and msg.partition in owned:
+                records.append(msg)
+            else:
                 msg.acked = True
-                self.processor.counters.deferred += 1
-                continue
-            records.append(RawRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value))
+                self.defer(1)
+        await self.process(records)
+
+    def defer(self, n: int) -> None:
+        """Faust resumes the flow of newly assigned partitions before their state is restored (and a batch may
+        straddle a rebalance). Such records must neither touch state nor be committed; on_recovered rewinds
+        their partitions to read them again."""
+        self.processor.counters.deferred += n
+
+    async def process(self, records: list[Any]) -> None:
+        """Process records (anything with topic, partition, offset, key, value) and persist the result."""
         if not records:
-            return set()
+            return
         self.batch_sizes.observe(len(records))
         async with self.emitting:
             await self.emit(self.processor.process(records, time.time()))
-        return owned
 
     async def tick(self) -> None:
         if not self.ready:
@@ -310,10 +324,10 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
             await or_exit(worker.handle([event.message for event in events]))
             # returning to take_events acknowledges the batch; Faust commits acknowledged offsets
 
-    async def handle_polled(messages: list[Any], ends: dict[Any, int]) -> None:
-        await or_exit(worker.handle_polled(messages, ends))
+    async def handle_polled(polled: dict[Any, list[Any]]) -> None:
+        await or_exit(worker.handle_polled(polled))
 
-    batch_fetch.deliver_in_batches(app, worker.source_topics, handle_polled)
+    worker.positions = batch_fetch.deliver_in_batches(app, worker.source_topics, handle_polled)
 
     async def on_revoked(sender: faust.App, revoked: set, **kwargs: Any) -> None:
         worker.on_revoked()

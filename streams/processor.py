@@ -45,6 +45,8 @@ CAP_OF = {CAPPED_ATTENDEES: ("attendees", "max_attendees_per_event"),
 
 
 class RawRecord(NamedTuple):
+    """One input record. The worker passes aiokafka's ConsumerRecord, which has the same attributes."""
+
     topic: str
     partition: int
     offset: int

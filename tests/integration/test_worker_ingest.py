@@ -9,6 +9,7 @@ from collections import Counter
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from streams.ingest.contracts import validate_output
 from tests.ingest.corpus import CORPUS
@@ -69,3 +70,61 @@ def test_malformed_corpus_goes_to_dlq_and_valid_records_flow(broker, tmp_path):
         assert len(again[dlq_topic]) == len(CORPUS)
     finally:
         worker.stop()
+
+
+async def produce_with_offset_gaps(broker: str, topic: str, values: list[bytes], offsets: list[int]) -> None:
+    """One record batch whose records sit at the given offset deltas: the broker keeps the holes, as Kafka does
+    for transaction markers and compacted records."""
+    producer = AIOKafkaProducer(bootstrap_servers=broker.split("://", 1)[-1], acks="all")
+    await producer.start()
+    try:
+        batch = producer.create_batch()
+        for value, offset in zip(values, offsets):
+            batch._relative_offset = offset  # (aiokafka numbers records 0, 1, 2...; a hole is a skipped number)
+            batch.append(key=EVENT.encode(), value=value, timestamp=None)
+        batch.close()
+        await (await producer.send_batch(batch, topic, partition=0))
+    finally:
+        await producer.stop()
+
+
+async def committed_offset(broker: str, group: str, topic: str) -> int | None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.split("://", 1)[-1], group_id=group,
+                                enable_auto_commit=False)  # never subscribes: only asks for the group's offset
+    await consumer.start()
+    try:
+        return await consumer.committed(TopicPartition(topic, 0))
+    finally:
+        await consumer.stop()
+
+
+def test_offsets_missing_from_the_input_are_committed_past(broker, tmp_path):
+    """Offsets with no record (holes) in an input partition must not stop the commit: Faust's per-record acks
+    would wait at the first hole for an ack that never comes, and every restart would replay everything after it."""
+    pipe = Pipeline(broker, tmp_path, partitions=1)
+    worker = WorkerProcess(pipe).start()
+    try:
+        worker.wait_ready()
+        topic = pipe.settings.topic_interactions
+        asyncio.run(produce_with_offset_gaps(broker, topic, [good(i) for i in range(4)], [0, 1, 4, 5]))
+        asyncio.run(produce(broker, [(topic, EVENT.encode(), good(4))]))  # offset 6
+
+        def chats():
+            m = worker.metrics()
+            return m.get(("livepulse_interactions_total", (("event_id", EVENT), ("type", "chat"))), 0) == 5
+
+        wait_until(chats, timeout=60, what="5 chats in /metrics")
+        wait_until(lambda: asyncio.run(committed_offset(broker, pipe.app_id, topic)) == 7, timeout=30,
+                   what="the group's committed offset to reach 7, past the holes at 2 and 3")
+    finally:
+        worker.stop()
+    restarted = WorkerProcess(pipe, name="w2").start()
+    try:
+        restarted.wait_ready()
+        asyncio.run(produce(broker, [(topic, EVENT.encode(), good(5))]))
+        m = wait_until(lambda: (m := restarted.metrics()).get(
+            ("livepulse_interactions_total", (("event_id", EVENT), ("type", "chat"))), 0) == 6 and m,
+            timeout=60, what="6 chats after the restart")
+        assert m.get(("livepulse_redelivered_records_total", ()), 0) == 0, "the restart replayed committed records"
+    finally:
+        restarted.stop()

@@ -403,7 +403,8 @@ def _bench(result: dict, broker: str, run: str, work: Path, logs: Path, *, recor
             spy.wait(30)
     result["contestants"]["livepulse"] = r
     _echo(f"livepulse: {r['records']:,} records; {r['measured_records']:,} in {r['seconds']:.2f} s = "
-          f"{_fmt_rate(r['records_per_s'])}/s; peak RSS {(r['peak_rss_bytes'] or 0) / 2**20:.0f} MiB")
+          f"{_fmt_rate(r['records_per_s'])}/s ({_fmt_rate(r['records_per_cpu_s'])} per CPU second of the worker); "
+          f"peak RSS {(r['peak_rss_bytes'] or 0) / 2**20:.0f} MiB")
 
     try:
         _compare_outputs(result, w, topics, partitions, bootstrap, complete=r["complete"])

@@ -112,6 +112,15 @@ class Worker:
                 out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
         return out
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time of the worker so far (/proc/<pid>/stat): a rate per CPU second is robust to a
+        machine busy with other work, where records per wall second are not."""
+        try:
+            fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def memory(self) -> dict[str, int]:
         """VmRSS and VmHWM (peak RSS) in bytes, from /proc/<pid>/status."""
         out = {}
@@ -158,8 +167,8 @@ def measure_throughput(worker: Worker, expected: int, *, timeout: float, poll_s:
     """Poll /metrics until `expected` records are processed. Rate = records between the first poll that saw
     processing and the last one / the time between them (poll granularity: `poll_s`)."""
     started = time.monotonic()
-    first: tuple[float, float] | None = None  # (time, processed) at the first poll with processed > 0
-    last: tuple[float, float] | None = None
+    first: tuple[float, float, float | None] | None = None  # (time, processed, CPU s) at the first poll with processed > 0
+    last: tuple[float, float, float | None] | None = None
     baseline_rss: int | None = None
     peak_present = (0.0, 0, 0.0)  # (present attendees, RSS growth, t)
     samples = []
@@ -177,10 +186,10 @@ def measure_throughput(worker: Worker, expected: int, *, timeout: float, poll_s:
             present = attendees_current(m)
             rss = mem.get("VmRSS", 0)
             if done > 0 and first is None:
-                first = (now, done)
+                first = (now, done, worker.cpu_seconds())
                 baseline_rss = rss
             if done > 0:
-                last = (now, done)
+                last = (now, done, worker.cpu_seconds())
                 samples.append({"t": round(now - started, 2), "processed": done, "present": present, "rss": rss})
                 growth = rss - (baseline_rss or rss)
                 if present > peak_present[0]:
@@ -195,14 +204,18 @@ def measure_throughput(worker: Worker, expected: int, *, timeout: float, poll_s:
             break
         time.sleep(poll_s)
     mem = worker.memory()
-    records, seconds = 0.0, 0.0
+    records, seconds, cpu = 0.0, 0.0, None
     if first and last and last[0] > first[0]:
         records, seconds = last[1] - first[1], last[0] - first[0]
+        if first[2] is not None and last[2] is not None and last[2] > first[2]:
+            cpu = last[2] - first[2]
     return {
         "records": int(last[1]) if last else 0,
         "measured_records": int(records),
         "seconds": round(seconds, 3),
         "records_per_s": round(records / seconds, 1) if seconds > 0 else None,
+        "cpu_seconds": None if cpu is None else round(cpu, 2),
+        "records_per_cpu_s": None if not cpu else round(records / cpu, 1),
         "complete": bool(last and last[1] >= expected),
         "poll_s": poll_s,
         "rss_baseline_bytes": baseline_rss,

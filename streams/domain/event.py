@@ -181,6 +181,9 @@ class EventState:
         self.polls_seen: set[str] = set()
         self.late = 0
         self.duplicates = 0
+        # Interactions by type index over all attendees, counted as they are applied (not persisted: the attendee
+        # records hold them): /metrics shows it between snapshots, so a count is fresh as soon as its batch is done.
+        self.interaction_totals = [0] * 9
         # Minute windows.
         self.next_window: int | None = None
         self.windows_done = False
@@ -274,6 +277,7 @@ class EventState:
 
     def _apply_to_attendee(self, att: Attendee, rec: dict, kind: int, ts: int, late: bool) -> None:
         att.counts[kind] += 1
+        self.interaction_totals[kind] += 1
         if kind == REGISTRATION:
             att.registered = True
             if att.channel is None:
@@ -470,7 +474,6 @@ class EventState:
         current = unique = registrations = attended_registrants = walk_ins = key_attendees = 0
         voters = clickers = 0
         dwell_ms = settled_ms = 0
-        totals = [0] * 9
         score_sum = 0.0
         grades = dict.fromkeys(GRADES, 0)
         covered: set[str] = set()
@@ -480,8 +483,6 @@ class EventState:
             a = self.attendees[aid]
             pres = a.presence
             counts = a.counts
-            for i in range(9):
-                totals[i] += counts[i]
             if a.registered:
                 registrations += 1
             if counts[POLL_VOTE]:
@@ -536,7 +537,7 @@ class EventState:
             "walk_ins": walk_ins,
             "total_dwell_seconds": total_dwell,
             "avg_dwell_seconds": total_dwell / unique if unique else 0.0,
-            "interactions": dict(zip(TYPES, totals)),
+            "interactions": dict(zip(TYPES, self.interaction_totals)),
             "poll_voters": voters,
             "cta_clickers": clickers,
             "engagement_score": score_sum / unique if unique else 0.0,
@@ -711,6 +712,10 @@ class EventState:
             st.applied = {int(k): v for k, v in event.get("applied", {}).items()}
             st.persisted_clock = st.clock
         st.attendees = attendees
+        totals = st.interaction_totals
+        for a in attendees.values():
+            for i, n in enumerate(a.counts):
+                totals[i] += n
         if st.next_window is not None:
             for a in attendees.values():
                 if a.presence.final_sessions:

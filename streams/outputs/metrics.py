@@ -164,8 +164,8 @@ class LivePulseCollector:
                 grades.add_metric([event_id, grade], n)
             if view["attendance_rate"] is not None:
                 ratio.add_metric(labels, view["attendance_rate"])
-            for t in TYPES:
-                interactions.add_metric([event_id, t], view["interactions"][t])
+            for t, n in zip(TYPES, ev.interaction_totals):  # up to the last batch (the view: the last snapshot)
+                interactions.add_metric([event_id, t], n)
             dwell.add_metric(labels, ev.settled_dwell_ms / 1000)
             sessions.add_metric(labels, cumulative_buckets(SESSION_BUCKETS, ev.session_hist), ev.session_sum_ms / 1000)
             if ev.started is not None:

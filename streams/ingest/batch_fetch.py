@@ -46,7 +46,7 @@ class Positions:
 
     def done(self, tp: Any, next_offset: int) -> None:
         self._done[tp] = next_offset
-        self._consumer._acked[tp]  # noqa: B018 - Faust's commit only visits partitions listed in its ack books
+        self._consumer._acked.setdefault(tp, [])  # Faust's commit only visits partitions in its ack books
 
 
 def deliver_in_batches(app: faust.App, topics: set[str], handle: Handler) -> Positions:

@@ -40,3 +40,17 @@ def test_a_real_round_of_a_large_event_sets_the_spacing():
     pacing.done(now, time.perf_counter() - started)
     assert out.live[0]["attendees_current"] == 20_000
     assert pacing.spacing_s == pacing.last_round_s * 4 > s.snapshot_interval_s
+
+
+def test_the_tick_comes_often_enough_not_to_skip_a_snapshot():
+    """A tick as long as the snapshot interval sometimes fires a hair early and skips a whole interval: the tick
+    runs at a quarter of the interval (and at least once a second for summaries and expiry)."""
+    from streams.app import tick_interval
+
+    pacing = SnapshotPacing(interval_s=1.0, max_share=0.25)
+    pacing.done(100.0, 0.01)
+    tick = tick_interval(Settings(snapshot_interval_s=1.0))
+    ticks = [100.0 + i * tick - 0.001 for i in range(1, 9)]  # each a millisecond early
+    first_due = next(t for t in ticks if pacing.due(t))
+    assert first_due - 100.0 < 1.5  # with a 1-s tick: 1.999 s, a skipped snapshot
+    assert tick_interval(Settings(snapshot_interval_s=30.0)) == 1.0

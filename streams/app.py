@@ -356,7 +356,8 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
     @app.page("/health")
     async def health(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
         ok = worker.ready and not app.rebalancing
-        body = {"ready": ok, "partitions": sorted(worker.owned), "events": len(worker.processor.events)}
+        body = {"ready": ok, "partitions": sorted(worker.owned), "events": len(worker.processor.events),
+                "records_processed": sum(worker.processor.counters.processed.values())}  # (cheap progress)
         return self.json(body, status=200 if ok else 503)
 
     return app, worker

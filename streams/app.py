@@ -340,6 +340,7 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
 
     app.on_partitions_revoked.connect(on_revoked)
     consumer_fixes.commit_before_revocation(app)
+    consumer_fixes.shorter_fetch_wait(app, settings.fetch_max_wait_ms)
 
     @app.timer(interval=tick_interval(settings))
     async def tick() -> None:

@@ -109,6 +109,12 @@ class Settings(BaseSettings):
     )
     batch_max_records: int = Field(10000, ge=1, description="Most records processed as one batch.")
     batch_max_wait_s: float = Field(0.2, gt=0, description="Longest wait to fill a batch.")
+    fetch_max_wait_ms: int = Field(
+        50, ge=0, le=60_000,
+        description="Longest the broker may hold a fetch request that finds no new records. The consumer keeps one "
+        "fetch in flight per broker, so busy partitions wait behind one held for quiet ones (Faust's 1,500 ms "
+        "left the worker idle between polls).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     session_timeout_s: float = Field(
         10.0, gt=0, description="Consumer-group session timeout: how fast a crashed worker's partitions move on."

@@ -53,3 +53,21 @@ def test_sasl_without_password_is_a_clear_error(tmp_path) -> None:
     )  # fmt: skip
     with pytest.raises(ValueError, match="cannot read sasl_password_file"):
         client_kwargs(missing)
+
+
+def test_the_worker_consumer_gets_the_short_fetch_wait() -> None:
+    """Faust builds its consumer with a 1,500 ms fetch wait; the worker's must use LIVEPULSE_FETCH_MAX_WAIT_MS
+    (busy partitions wait behind a fetch the broker holds for quiet ones: consumer_fixes.shorter_fetch_wait)."""
+    import asyncio
+
+    from streams.app import build_app
+
+    async def built() -> int:
+        app, _ = build_app(Settings(fetch_max_wait_ms=30), 4)
+        consumer = app.consumer._thread._create_worker_consumer(app.transport)  # built, never started
+        try:
+            return consumer._fetch_max_wait_ms
+        finally:
+            await consumer.stop()
+
+    assert asyncio.run(built()) == 30

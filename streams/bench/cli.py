@@ -393,7 +393,7 @@ def _bench(result: dict, broker: str, run: str, work: Path, logs: Path, *, recor
         if profile and not py_spy:
             _echo("livepulse: --profile needs py-spy (pip install py-spy); not profiling")
         elif profile:
-            spy = subprocess.Popen([py_spy, "record", "--pid", str(worker.pid), "--format", "raw", "--rate", "200",
+            spy = subprocess.Popen([py_spy, "record", "--pid", str(worker.pid), "--format", "raw", "--rate", "200", "--idle",
                                     "-o", str(logs / "worker-profile.txt")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         r = lp.measure_throughput(worker, n_total, timeout=max(180.0, n_total / 1_000), progress=_echo)

@@ -110,6 +110,7 @@ class Processor:
         touched: dict[str, EventState] = {}
         ledgers: dict[str, Ledger] = {}
         roi_topics = (s.topic_opportunities, s.topic_roi_facts)
+        max_bytes, skew_ms = s.max_record_bytes, int(s.max_future_skew_s * 1000)  # (read once, not per record)
         for rec in batch:
             c.processed[rec.topic] = c.processed.get(rec.topic, 0) + 1
             if rec.topic in roi_topics:
@@ -117,9 +118,7 @@ class Processor:
                 continue
             is_event = rec.topic == s.topic_events
             decoded = (decode_event if is_event else decode_interaction)(
-                rec.value, now_ms=now_ms, max_bytes=s.max_record_bytes,
-                max_future_skew_ms=int(s.max_future_skew_s * 1000),
-            )
+                rec.value, now_ms=now_ms, max_bytes=max_bytes, max_future_skew_ms=skew_ms)
             if isinstance(decoded, Rejection):
                 self._reject(rec, decoded, "event" if is_event else "interaction", now_ms, out)
                 continue

@@ -153,7 +153,7 @@ class Attendee(Presence):
         rule in apply_interaction already treats it as forgotten, so the results do not depend on pruning."""
         ids = self.ids
         n = 0
-        while n < len(ids) and ids[n + 3] < before:
+        while n < len(ids) and ids[n + 3] < before:  # (ids[n + 3]: the ts of the entry at n)
             n += ID_FIELDS
         if not n:
             return []

@@ -58,6 +58,11 @@ def tick_interval(settings: Settings) -> float:
 # rescans them so often that it took ~45% of the processing time (py-spy, README "Performance"). Collect the
 # young generation less often, and move restored state out of the collector's sight (gc.freeze) after recovery.
 GC_THRESHOLDS = (50_000, 20, 100)
+# RocksDB keeps written records in memtables of write_buffer_size until one fills and is flushed to a file, per
+# partition's store. Faust's default is 64 MiB (up to 3 of them): the ~40 MB of state records each of 4 partitions
+# gets for 1,000,000 attendees then never leaves memory (186 MiB of RSS measured in-process; a kill -9 restart
+# replays them from the write-ahead log into memory again). 16 MiB flushes sooner: 70 MiB for the same writes.
+ROCKSDB_WRITE_BUFFER_BYTES = 16 << 20
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: a batch failed; nothing of it was committed
 EXIT_FROZEN = 75  # EX_TEMPFAIL: the process stood still beyond the session timeout; restart it (state/freeze_watch)
 
@@ -316,8 +321,9 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
     )
     source = app.topic(*input_topics(settings), key_type=bytes, value_type=bytes, key_serializer="raw",
                        value_serializer="raw")
+    store_options = {"write_buffer_size": ROCKSDB_WRITE_BUFFER_BYTES} if settings.store == "rocksdb" else None
     table = app.tables.add(StateTable(app, name=TABLE_NAME, beacon=app.tables.beacon, key_type=bytes,
-                                      value_type=bytes, partitions=partitions, default=None))
+                                      value_type=bytes, partitions=partitions, default=None, options=store_options))
     use_true_end_recovery(app, settings)
     worker = Worker(app, settings, partitions, table)
     worker.freeze.start()

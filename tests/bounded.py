@@ -56,7 +56,7 @@ class Run:
         return Held(
             events=len(p.events),
             attendees=sum(len(ev.attendees) for ev in p.events.values()),
-            ids=sum(len(a.ids) for ev in p.events.values() for a in ev.attendees.values()),
+            ids=sum(a.id_count() for ev in p.events.values() for a in ev.attendees.values()),
             id_owner=sum(len(ev._id_owner) for ev in p.events.values()),
             views=len(p.views),
             forgotten=len(p.forgotten),

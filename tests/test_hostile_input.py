@@ -90,7 +90,7 @@ def test_one_attendee_with_a_flood_of_interactions_is_bounded():
     got = run_records(records, SETTINGS, batch_size=2000, wall_start=NOW_S, finish=False)
     bot = got.processor.events["ev"].attendees["bot"]
     assert sum(bot.counts) == SETTINGS.max_interactions_per_attendee
-    assert len(bot.ids) <= SETTINGS.max_interactions_per_attendee
+    assert bot.id_count() <= SETTINGS.max_interactions_per_attendee
     assert len(got.dead_letters) == 60_000 - SETTINGS.max_interactions_per_attendee
 
 

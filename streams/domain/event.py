@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from operator import add
+from sys import intern
 
 from streams.domain.presence import RANK_LEAVE, RANK_OTHER, Presence
 from streams.domain.scoring import (
@@ -77,23 +79,42 @@ class Params:
         )
 
 
-class Attendee:
-    __slots__ = ("accounts", "channel", "counts", "ids", "key_flag", "polls", "presence", "registered", "upto",
-                 "upto_rekeyed")
+# Attendee.counts vectors of one or two records (a join; a registration and a join: much of a live room) are
+# shared by every attendee with those counts; any other vector is a tuple of the attendee's own.
+_NO_COUNTS = (0,) * 9
+_ONE = [tuple(int(i == kind) for i in range(9)) for kind in range(9)]
+_SHARED_COUNTS = {c: c for c in _ONE + [tuple(map(add, a, b)) for a in _ONE for b in _ONE]}
+ID_FIELDS = 4  # an id entry in Attendee.ids: id, topic, offset, ts
+DUMP_LAYOUT = 2  # first item of an attendee record since the flat layout (older records start with a list)
+
+
+class Attendee(Presence):
+    """One attendee of one event: the presence fold it extends, plus counters, accounts and recent ids.
+
+    Memory matters here (a worker holds a million of these): one object, flat containers, shared empty ones."""
+
+    __slots__ = ("accounts", "channel", "counts", "ids", "key_flag", "polls", "registered", "upto", "upto_rekeyed")
 
     def __init__(self) -> None:
-        self.presence = Presence()
+        super().__init__()
         self.registered = False
         self.key_flag = False
         # Tuples, not lists: most attendees have one account and no poll, and () is shared (memory per attendee).
         self.accounts: tuple[str, ...] = ()  # distinct account ids seen, first first (the lead shows the first)
         self.channel: str | None = None
-        self.counts = [0] * 9
+        self.counts: tuple[int, ...] = _NO_COUNTS  # records per type (TYPES order), replaced by count()
         self.polls: tuple[str, ...] = ()  # distinct poll ids voted
-        # Recent ids for de-duplication: (id, topic, offset, ts) in arrival order, pruned by the horizon.
-        self.ids: list[tuple] = []
+        # Recent ids for de-duplication in arrival order, pruned by the horizon, flat: id, topic, offset, ts, id, ...
+        # (one list per attendee rather than a tuple per id besides; it usually holds a single id).
+        self.ids: list = []
         # Highest offset applied to this attendee from the interactions (0) and rekeyed (1) topics.
         self.upto = self.upto_rekeyed = -1
+
+    def count(self, kind: int) -> None:
+        """One more record of type `kind`."""
+        counts = self.counts
+        counts = counts[:kind] + (counts[kind] + 1,) + counts[kind + 1:]
+        self.counts = _SHARED_COUNTS.get(counts, counts)
 
     def applied_upto(self, topic: int) -> int:
         return self.upto if topic == 0 else self.upto_rekeyed if topic == 1 else -1
@@ -104,11 +125,26 @@ class Attendee:
         elif topic == 1:
             self.upto_rekeyed = offset
 
-    def find_id(self, rid: str) -> tuple | None:
-        for entry in self.ids:
-            if entry[0] == rid:
-                return entry
+    def remember_id(self, rid: str, topic: int, offset: int, ts: int) -> None:
+        if self.ids:
+            self.ids += (rid, topic, offset, ts)
+        else:
+            self.ids = [rid, topic, offset, ts]  # (a list of exactly one entry: no room for growth)
+
+    def find_id(self, rid: str) -> tuple[int, int, int] | None:
+        """(topic, offset, ts) remembered with `rid`, or None."""
+        ids = self.ids
+        for i in range(0, len(ids), ID_FIELDS):
+            if ids[i] == rid:
+                return ids[i + 1], ids[i + 2], ids[i + 3]
         return None
+
+    def drop_id(self, rid: str) -> None:
+        ids = self.ids
+        for i in range(0, len(ids), ID_FIELDS):
+            if ids[i] == rid:
+                del ids[i:i + ID_FIELDS]
+                return
 
     def forget_ids(self, before: int) -> list[str]:
         """Drop the leading ids (arrival order) with a ts before `before`; returns the ids dropped.
@@ -117,13 +153,16 @@ class Attendee:
         rule in apply_interaction already treats it as forgotten, so the results do not depend on pruning."""
         ids = self.ids
         n = 0
-        while n < len(ids) and ids[n][3] < before:
-            n += 1
+        while n < len(ids) and ids[n + 3] < before:  # (ids[n + 3]: the ts of the entry at n)
+            n += ID_FIELDS
         if not n:
             return []
-        dropped = [e[0] for e in ids[:n]]
+        dropped = ids[0:n:ID_FIELDS]
         del ids[:n]
         return dropped
+
+    def id_count(self) -> int:
+        return len(self.ids) // ID_FIELDS
 
     @property
     def account_id(self) -> str | None:
@@ -138,29 +177,48 @@ class Attendee:
         return any(self.counts[1:])
 
     def dump(self) -> list:
+        """The attendee record (flat; the derived presence view is not persisted: refresh() rebuilds it)."""
         return [
-            self.presence.dump(), self.registered, self.key_flag, self.accounts, self.channel,
-            self.counts, self.polls, self.ids, self.upto, self.upto_rekeyed,
+            DUMP_LAYOUT, self.ck_present, self.ck_start, self.ck_last, self.ck_ever, self.final_sessions,
+            self.final_dwell, self.tail, self.registered, self.key_flag, self.accounts, self.channel, self.counts,
+            self.polls, self.ids, self.upto, self.upto_rekeyed,
         ]
 
     @classmethod
     def load(cls, data: list) -> Attendee:
         # Slots are set directly (no __init__): a restore or takeover rebuilds up to a million of these.
+        if type(data[0]) is list:
+            return cls._load_nested(data)
         a = cls.__new__(cls)
-        presence, a.registered, a.key_flag, accounts, a.channel, a.counts, polls, ids = data[:8]
-        a.presence = Presence.load(presence)
-        a.ids = list(map(tuple, ids))
-        a.polls = tuple(polls) if polls else ()
-        # (state written before account lists: a single account id or null)
-        a.accounts = tuple(accounts) if isinstance(accounts, list) else () if accounts is None else (accounts,)
-        if len(data) > 8:
-            a.upto, a.upto_rekeyed = data[8], data[9]
-        else:  # state written before per-attendee offsets: the offsets its ids remember
-            a.upto = a.upto_rekeyed = -1
-            for _, topic, offset, _ in a.ids:
-                if offset > a.applied_upto(topic):
-                    a.mark_applied(topic, offset)
+        (_, a.ck_present, a.ck_start, a.ck_last, a.ck_ever, sessions, a.final_dwell, tail, a.registered, a.key_flag,
+         accounts, a.channel, counts, polls, a.ids, a.upto, a.upto_rekeyed) = data
+        a.final_sessions = list(map(tuple, sessions)) if sessions else ()
+        a.tail = tuple(tail)
+        a.tail_sessions, a.open_start, a.open_last = (), None, 0  # derived view: empty until refresh()
+        a.accounts = tuple(map(intern, accounts)) if accounts else ()
+        counts = tuple(counts)
+        a.counts = _SHARED_COUNTS.get(counts, counts)
+        a.polls = tuple(map(intern, polls)) if polls else ()
         return a
+
+    @classmethod
+    def _load_nested(cls, data: list) -> Attendee:
+        """A record of the layout before DUMP_LAYOUT 2 (written by older versions; a rolling upgrade restores them):
+        [[ck_present, ck_start, ck_last, ck_ever, final_sessions, final_dwell, [[ts, rank], ...]], registered,
+        key_flag, accounts, channel, counts, polls, [[id, topic, offset, ts], ...], upto, upto_rekeyed]; older
+        still: accounts a single id or null, and no upto offsets."""
+        presence, registered, key_flag, accounts, channel, counts, polls, ids = data[:8]
+        ck_present, ck_start, ck_last, ck_ever, sessions, final_dwell, tail = presence
+        if not isinstance(accounts, list):
+            accounts = [] if accounts is None else [accounts]
+        if len(data) > 8:
+            upto, upto_rekeyed = data[8], data[9]
+        else:  # state written before per-attendee offsets: the offsets its ids remember
+            upto = max((offset for _, topic, offset, _ in ids if topic == 0), default=-1)
+            upto_rekeyed = max((offset for _, topic, offset, _ in ids if topic == 1), default=-1)
+        return cls.load([DUMP_LAYOUT, ck_present, ck_start, ck_last, ck_ever, sessions, final_dwell,
+                         [x for record in tail for x in record], registered, key_flag, accounts, channel, counts,
+                         polls, [x for entry in ids for x in entry], upto, upto_rekeyed])
 
 
 class EventState:
@@ -228,11 +286,11 @@ class EventState:
         att = self.attendees.get(aid)
         # Ids are unique per event (not per attendee): find the attendee that holds this id, if any.
         owner = self._id_owner.get(rid)
-        seen = self.attendees[owner].find_id(rid) if owner is not None else None
+        seen = self.attendees[owner].find_id(rid) if owner is not None else None  # (topic, offset, ts)
         # The attendee record may be newer than the event record (see the module docstring): a record at or
         # below the attendee's own offset is already in it, unless it was a duplicate of an id still held.
         redelivered = att is not None and 0 <= offset <= att.applied_upto(topic) and (
-            seen is None or (seen[1] == topic and seen[2] == offset))
+            seen is None or (seen[0] == topic and seen[1] == offset))
         if att is None:
             if len(self.attendees) >= self.p.max_attendees:
                 return CAPPED_ATTENDEES
@@ -240,8 +298,8 @@ class EventState:
         elif not redelivered and sum(att.counts) >= self.p.max_interactions:  # bounds memory (and id scans)
             return CAPPED_INTERACTIONS
         if seen is not None and not redelivered:  # (the same id at the same offset was a redelivery above)
-            if self.clock - seen[3] > self.p.horizon_ms:  # forgotten, whenever the pruning happens
-                self.attendees[owner].ids.remove(seen)
+            if self.clock - seen[2] > self.p.horizon_ms:  # forgotten, whenever the pruning happens
+                self.attendees[owner].drop_id(rid)
                 self._dirty.add(owner)
             else:
                 self.duplicates += 1
@@ -249,7 +307,7 @@ class EventState:
         clock = self.clock
         late = clock is not None and ts < clock - self.p.lateness_ms
         if not redelivered:
-            att.ids.append((rid, topic, offset, ts))
+            att.remember_id(rid, topic, offset, ts)
             if offset >= 0:
                 att.mark_applied(topic, offset)
             self._id_owner[rid] = aid
@@ -276,25 +334,25 @@ class EventState:
         return REDELIVERED if redelivered else LATE if late else APPLIED
 
     def _apply_to_attendee(self, att: Attendee, rec: dict, kind: int, ts: int, late: bool) -> None:
-        att.counts[kind] += 1
+        att.count(kind)
         self.interaction_totals[kind] += 1
+        # Channels, polls and accounts repeat across attendees: interned, each is held once.
         if kind == REGISTRATION:
             att.registered = True
-            if att.channel is None:
-                att.channel = rec.get("channel")
+            if att.channel is None and (channel := rec.get("channel")) is not None:
+                att.channel = intern(channel)
         else:
             if kind == POLL_VOTE and rec["poll_id"] not in att.polls:
-                att.polls += (rec["poll_id"],)
+                att.polls += (intern(rec["poll_id"]),)
             if not late:
-                p = att.presence
-                if self.clock is not None and p.tail and p.tail[0][0] < self.clock - self.p.lateness_ms:
-                    p.settle(self.clock - self.p.lateness_ms, self.p.idle_ms, self.ended)  # (nothing to fold else)
-                p.add(ts, RANK_LEAVE if kind == LEAVE else RANK_OTHER)
+                if self.clock is not None and att.tail and att.tail[0] < self.clock - self.p.lateness_ms:
+                    att.settle(self.clock - self.p.lateness_ms, self.p.idle_ms, self.ended)  # (nothing to fold else)
+                att.add(ts, RANK_LEAVE if kind == LEAVE else RANK_OTHER)
         if rec.get("key_account") is True:
             att.key_flag = True
         account = rec.get("account_id")
         if account is not None and account not in att.accounts:
-            att.accounts += (account,)
+            att.accounts += (intern(account),)
 
     def apply_lifecycle(self, rec: dict) -> None:
         """Apply a decoded `scheduled` / `started` / `ended` record. Idempotent: replays change nothing."""
@@ -325,7 +383,7 @@ class EventState:
         if self._prune_due:  # the windows emitted by an earlier call are persisted by now
             for end, member_ids in self._prune_due:
                 for aid in member_ids:
-                    self.attendees[aid].presence.prune(end)
+                    self.attendees[aid].prune(end)
             self._prune_due.clear()
         for aid in self._touched:
             self._refresh(aid, clock)
@@ -335,33 +393,33 @@ class EventState:
             due = heapq.heappop(heap)
             aids = timers.pop(due, ())
             for aid in (aids,) if isinstance(aids, str) else aids:
-                pres = self.attendees[aid].presence
-                if pres.open_start is not None and pres.open_last + p.idle_ms <= clock:
+                att = self.attendees[aid]
+                if att.open_start is not None and att.open_last + p.idle_ms <= clock:
                     self._refresh(aid, clock)
         if self.clock is not None and not self.windows_done:
             self._close_windows(self.clock - p.lateness_ms)
 
     def _refresh(self, aid: str, clock: int) -> None:
-        pres = self.attendees[aid].presence
-        pres.refresh(clock, self.p.idle_ms, self.ended)
+        att = self.attendees[aid]
+        att.refresh(clock, self.p.idle_ms, self.ended)
         members = self._members
         # Sessions the checkpoint closed since the last refresh are final but still feed unemitted windows.
-        sessions = pres.sessions()
+        sessions = att.sessions()
         if sessions:
             self._note_start(sessions[0][0])
-        if pres.open_start is not None:
-            self._note_start(pres.open_start)
+        if att.open_start is not None:
+            self._note_start(att.open_start)
         first = self.next_window
         for s_start, _, depart, _ in sessions:
             for t in (s_start, depart):
                 w = window_of(t)
                 if first is None or w >= first:
                     members.setdefault(w, set()).add(aid)
-        if pres.open_start is not None:
-            w = window_of(pres.open_start)
+        if att.open_start is not None:
+            w = window_of(att.open_start)
             if first is None or w >= first:
                 members.setdefault(w, set()).add(aid)
-            deadline = pres.open_last + self.p.idle_ms
+            deadline = att.open_last + self.p.idle_ms
             timers = self._timers
             due = timers.get(deadline)
             if due is None:  # one attendee per deadline is the common case: no set for it (~200 B each)
@@ -412,8 +470,8 @@ class EventState:
         end = start + WINDOW_MS
         attendees = self.attendees
         member_ids = self._members.pop(start, set())
-        members = [_sessions_with_open(attendees[a].presence) for a in member_ids]
-        nxt = [_sessions_with_open(attendees[a].presence) for a in self._members.get(end, ())]
+        members = [_sessions_with_open(attendees[a]) for a in member_ids]
+        nxt = [_sessions_with_open(attendees[a]) for a in self._members.get(end, ())]
         figures, self.before = close_window(start, self.before, members, nxt)
         counts = self.window_counts.pop(start, None) or [0] * len(WINDOW_TYPES)
         record = {"event_id": self.event_id, **figures}
@@ -481,7 +539,6 @@ class EventState:
         key_accounts = self.key_accounts
         for aid in sorted(self.attendees):
             a = self.attendees[aid]
-            pres = a.presence
             counts = a.counts
             if a.registered:
                 registrations += 1
@@ -489,12 +546,12 @@ class EventState:
                 voters += 1
             if counts[CTA_CLICK]:
                 clickers += 1
-            if not pres.ever_present:
+            if not a.ever_present:
                 if a.registered or a.has_activity():
                     grades["D"] += 1  # a no-show lead scores 0
                 continue
             unique += 1
-            if pres.is_present(as_of, idle):
+            if a.is_present(as_of, idle):
                 current += 1
             if a.registered:
                 attended_registrants += 1
@@ -503,9 +560,9 @@ class EventState:
             if a.is_key_account(key_accounts):
                 key_attendees += 1
                 covered.update(x for x in a.accounts if x in key_accounts)
-            dwell = pres.dwell(as_of, idle)
+            dwell = a.dwell(as_of, idle)
             dwell_ms += dwell
-            settled_ms += pres.settled_dwell()
+            settled_ms += a.settled_dwell()
             score = engagement_score(
                 p.weights,
                 dwell_ms=dwell,
@@ -622,9 +679,9 @@ class EventState:
             a = self.attendees[aid]
             if not (a.registered or a.has_activity()):
                 continue
-            pres, counts = a.presence, a.counts
-            attended = pres.ever_present
-            dwell = pres.dwell(end, p.idle_ms) if attended else 0
+            counts = a.counts
+            attended = a.ever_present
+            dwell = a.dwell(end, p.idle_ms) if attended else 0
             score = (
                 engagement_score(
                     p.weights,
@@ -718,9 +775,9 @@ class EventState:
                 totals[i] += n
         if st.next_window is not None:
             for a in attendees.values():
-                if a.presence.final_sessions:
-                    a.presence.prune(st.next_window)  # sessions of windows already emitted
-        st._id_owner = {entry[0]: aid for aid, a in attendees.items() for entry in a.ids}
+                if a.final_sessions:
+                    a.prune(st.next_window)  # sessions of windows already emitted
+        st._id_owner = {rid: aid for aid, a in attendees.items() for rid in a.ids[::ID_FIELDS]}
         st._touched = set(attendees)
         st._rebuild_members()
         st.advance()
@@ -731,7 +788,7 @@ class EventState:
     def _rebuild_members(self) -> None:
         first = self.next_window
         for aid, a in self.attendees.items():
-            for s_start, _, depart, _ in a.presence.final_sessions:
+            for s_start, _, depart, _ in a.final_sessions:
                 for t in (s_start, depart):
                     w = window_of(t)
                     if first is None or w >= first:

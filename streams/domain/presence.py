@@ -7,13 +7,14 @@ Streaming it exactly, without keeping every heartbeat, works in two layers:
   sort before them again), plus the sessions that fold closed (final);
 * a *tail*: the few sorted records at or after W, re-folded on every change (usually one or two entries).
 
+An attendee is mostly this fold: Attendee (event.py) extends Presence, so both are one object per attendee, and
+persists its fields.
+
 The derived view (tail sessions and the open session) is recomputed from checkpoint + tail whenever the attendee
 is touched or the clock times them out, so a record arriving out of order simply lands in its sorted place.
 """
 
 from __future__ import annotations
-
-from bisect import insort
 
 # Session kinds (how a presence interval ended).
 LEAVE, TIMEOUT, ENDED = 0, 1, 2
@@ -28,7 +29,7 @@ Session = tuple[int, int, int, int]
 
 
 class Presence:
-    """Checkpointed presence fold of one attendee. Times are epoch ms."""
+    """Checkpointed presence fold of one attendee (the base of Attendee). Times are epoch ms."""
 
     __slots__ = (
         "ck_present", "ck_start", "ck_last", "ck_ever",
@@ -45,7 +46,9 @@ class Presence:
         # Both session lists are usually empty: () is shared instead of an empty list per attendee.
         self.final_sessions: list[Session] | tuple = ()  # closed by the checkpoint fold; pruned once windows emitted
         self.final_dwell = 0  # dwell of every final session, including pruned ones
-        self.tail: list[tuple[int, int]] = []  # sorted (ts, rank) at or after the watermark of insertion
+        # The records at or after the watermark of insertion, sorted by (ts, rank) and flat: ts, rank, ts, rank, ...
+        # One tuple per attendee rather than a list plus a tuple per record (it usually holds one or two records).
+        self.tail: tuple[int, ...] = ()
         # Derived view (recomputed by refresh()).
         self.tail_sessions: list[Session] | tuple = ()
         self.open_start: int | None = None
@@ -55,23 +58,21 @@ class Presence:
     def add(self, ts: int, rank: int) -> None:
         """Insert a non-late presence record (duplicates are filtered before this)."""
         tail = self.tail
-        if not tail or (ts, rank) >= tail[-1]:
-            tail.append((ts, rank))
-        else:
-            insort(tail, (ts, rank))
+        i = len(tail)
+        while i and (tail[i - 2], tail[i - 1]) > (ts, rank):  # records mostly come in order: i stays at the end
+            i -= 2
+        self.tail = tail[:i] + (ts, rank) + tail[i:]
 
     def settle(self, watermark: int, idle: int, ended: int | None) -> None:
         """Fold tail records older than the watermark into the checkpoint (they can no longer move)."""
         tail = self.tail
         n = 0
-        for ts, _ in tail:
-            if ts >= watermark:
-                break
-            n += 1
+        while n < len(tail) and tail[n] < watermark:
+            n += 2
         if not n:
             return
         present, start, last = self.ck_present, self.ck_start, self.ck_last
-        for ts, rank in tail[:n]:
+        for ts, rank in records(tail[:n]):
             if ended is not None and ts > ended:
                 break
             if present and ts - last >= idle:
@@ -87,7 +88,7 @@ class Presence:
                     self.ck_ever = True
                 last = ts
         self.ck_present, self.ck_start, self.ck_last = present, start, last
-        del tail[:n]
+        self.tail = tail[n:]
 
     def _final(self, session: Session) -> None:
         if self.final_sessions:
@@ -100,7 +101,7 @@ class Presence:
         """Recompute the derived view: sessions closed by the tail fold, and the open session if any."""
         present, start, last = self.ck_present, self.ck_start, self.ck_last
         sessions: list[Session] = []
-        for ts, rank in self.tail:
+        for ts, rank in records(self.tail):
             if ended is not None and ts > ended:
                 break
             if present and ts - last >= idle:
@@ -163,18 +164,8 @@ class Presence:
             total += self.open_last - self.open_start
         return total
 
-    # --- persistence ----------------------------------------------------------------------
-    def dump(self) -> list:
-        return [
-            self.ck_present, self.ck_start, self.ck_last, self.ck_ever,
-            self.final_sessions, self.final_dwell, self.tail,
-        ]
 
-    @classmethod
-    def load(cls, data: list) -> Presence:
-        p = cls.__new__(cls)  # slots set directly, derived view empty until refresh() (restores are large)
-        (p.ck_present, p.ck_start, p.ck_last, p.ck_ever, sessions, p.final_dwell, tail) = data
-        p.final_sessions = list(map(tuple, sessions)) if sessions else ()
-        p.tail = list(map(tuple, tail))
-        p.tail_sessions, p.open_start, p.open_last = (), None, 0
-        return p
+def records(tail: tuple[int, ...]):
+    """The (ts, rank) pairs of a flat tail."""
+    it = iter(tail)
+    return zip(it, it)

@@ -10,8 +10,8 @@
 Commit order (at-least-once, made exact by idempotent processing): a batch's state records (attendee keys first,
 the event key last) and its output records are all sent and acknowledged by the broker *before* the batch's
 partitions are marked done up to their last offset (ingest.batch_fetch.Positions), which Faust's periodic commit
-then takes. A crash in between replays the batch; the
-domain's id memory and per-window offsets turn the replay into a no-op.
+then takes. A crash in between replays the batch; the domain's id memory and per-window offsets turn the replay
+into a no-op.
 """
 
 from __future__ import annotations
@@ -49,11 +49,6 @@ log = logging.getLogger("livepulse.worker")
 
 TICK_INTERVAL_S = 1.0  # how often due summaries and retention are checked; snapshots follow snapshot_interval_s
 
-
-def tick_interval(settings: Settings) -> float:
-    """A quarter of the snapshot interval at most: a timer as long as the interval fires a hair early now and
-    then, finds the snapshot not yet due, and the live figures skip a whole interval (2 s instead of 1 s)."""
-    return min(TICK_INTERVAL_S, settings.snapshot_interval_s / 4)
 # The state is millions of small long-lived objects: with CPython's default thresholds the cyclic collector
 # rescans them so often that it took ~45% of the processing time (py-spy, README "Performance"). Collect the
 # young generation less often, and move restored state out of the collector's sight (gc.freeze) after recovery.
@@ -65,6 +60,12 @@ GC_THRESHOLDS = (50_000, 20, 100)
 ROCKSDB_WRITE_BUFFER_BYTES = 16 << 20
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: a batch failed; nothing of it was committed
 EXIT_FROZEN = 75  # EX_TEMPFAIL: the process stood still beyond the session timeout; restart it (state/freeze_watch)
+
+
+def tick_interval(settings: Settings) -> float:
+    """A quarter of the snapshot interval at most: a timer as long as the interval fires a hair early now and
+    then, finds the snapshot not yet due, and the live figures skip a whole interval (2 s instead of 1 s)."""
+    return min(TICK_INTERVAL_S, settings.snapshot_interval_s / 4)
 
 
 class Worker:

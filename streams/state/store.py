@@ -120,8 +120,9 @@ class PartitionedStore:
                     batch.delete(key)
                     index.pop(key, None)
                 else:
+                    # (Faust's key -> partition index, a locked LRU, is left alone: state is only ever read back
+                    # by scanning a partition, and updating it cost a third of this write per key.)
                     batch.put(key, value)
-                    index[key] = partition
             for partition, batch in batches.items():
                 store._db_for_partition(partition).write(batch)
             return

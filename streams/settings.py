@@ -108,7 +108,11 @@ class Settings(BaseSettings):
         "changelog at every start).",
     )
     batch_max_records: int = Field(10000, ge=1, description="Most records processed as one batch.")
-    batch_max_wait_s: float = Field(0.2, gt=0, description="Longest wait to fill a batch.")
+    batch_max_wait_s: float = Field(
+        0.2, gt=0,
+        description="Longest wait to fill a batch of records that Faust delivers through the agent's stream (a "
+        "fallback); input normally arrives one poll at a time and is processed at once.",
+    )
     fetch_max_wait_ms: int = Field(
         50, ge=0, le=60_000,
         description="Longest the broker may hold a fetch request that finds no new records. The consumer keeps one "

@@ -7,10 +7,9 @@
     timer (≤1 s) ─▶ Processor.tick: due summaries, retention expiry, live snapshots
     web: /metrics (scrape-time collector over what this worker owns), /health
 
-Commit order (at-least-once, made exact by idempotent processing): a batch's state records (attendee keys first,
-the event key last) and its output records are all sent and acknowledged by the broker *before* the batch's
-partitions are marked done up to their last offset (ingest.batch_fetch.Positions), which Faust's periodic commit
-then takes. A crash in between replays the batch; the domain's id memory and per-window offsets turn the replay
+Commit order (at-least-once, made exact by idempotent processing): a batch's state records (the event key last)
+and its output records are all sent and acknowledged by the broker *before* the batch's partitions are marked
+done up to their last offset (ingest.batch_fetch.Positions), which Faust's periodic commit then takes. A crash in between replays the batch; the domain's id memory and per-window offsets turn the replay
 into a no-op.
 """
 
@@ -210,8 +209,9 @@ class Worker:
     async def emit(self, out: Output) -> None:
         """Send state and outputs; return only when the broker has acknowledged every record.
 
-        State records go first in the send order of each changelog partition (attendee keys, then the event key;
-        see the commit order above). Each (topic, partition) gets one record batch (outputs.batches).
+        State records go first in the send order of each changelog partition, in the order the Processor lists them
+        (the event key last; see the commit order above). Each (topic, partition) gets one record batch
+        (outputs.batches).
         """
         self.exit_if_frozen()
         s = self.s

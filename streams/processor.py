@@ -5,8 +5,8 @@ very same class from plain lists, so every rule can be tested without a broker.
 
 Per batch: decode and validate every record (rejects become dead letters), forward valid records that sit on
 the wrong partition, apply the rest to their EventState in partition order, then once per touched event bring
-derived state up to date, collect closed minute windows, and list the state keys to persist (attendees first,
-the event record last -- see README "Commit order").
+derived state up to date, collect closed minute windows, and list the state keys to persist (in the order
+EventState.take_writes gives, the event record last -- see README "Commit order").
 """
 
 from __future__ import annotations
@@ -17,11 +17,15 @@ from typing import NamedTuple
 import orjson
 
 from streams.domain.event import (
+    ATTENDEE,
     CAPPED_ATTENDEES,
     CAPPED_INTERACTIONS,
     DUPLICATE,
+    EVENT,
+    IDS,
     LATE,
     REDELIVERED,
+    WINDOW,
     Attendee,
     EventState,
     Params,
@@ -36,7 +40,12 @@ from streams.ingest.decode import (
 )
 from streams.partitioning import partition_for
 
-SEP = "/"  # state keys: "<event_id>/<attendee_id>" and "<event_id>/" (event ids cannot contain "/")
+# State keys of an event (event ids cannot contain "/" or "|"): "<event_id>/" its event record,
+# "<event_id>/<attendee_id>" an attendee, "<event_id>|w<window start>" a minute window, "<event_id>|i<n>" ids record n.
+SEP = "/"
+SIDE = "|"
+SIDE_KIND = {WINDOW: "w", IDS: "i"}
+KIND_OF_SIDE = {v: k for k, v in SIDE_KIND.items()}
 ROI_PREFIX = "#roi/"  # ROI state keys: "#roi/<organizer_id>/<e|p|o>/<id>" ("#" cannot start an event id)
 FACTS = ("event", "leads", "opportunity")
 # Domain results that a cap rejected -> (cap label, the setting that sets it).
@@ -285,24 +294,23 @@ class Processor:
         ev = self.events.pop(event_id)
         self.views.pop(event_id, None)
         partition = self.event_partition.pop(event_id)
-        for aid in ev.attendees:
-            out.state.append((partition, f"{event_id}{SEP}{aid}".encode(), None))
-        out.state.append((partition, f"{event_id}{SEP}".encode(), None))
+        for kind, name in ev.persisted_names():  # (the event record last)
+            out.state.append((partition, state_key(event_id, kind, name), None))
         self.forgotten[event_id] = wall_now
 
     def _persist(self, ev: EventState, out: Output) -> None:
         partition = self.event_partition[ev.event_id]
-        attendees, event_changed = ev.take_dirty()
         prefix = ev.event_id + SEP
-        for aid in attendees:
-            out.state.append((partition, (prefix + aid).encode(), orjson.dumps(ev.attendees[aid].dump())))
-        if event_changed or attendees:
-            out.state.append((partition, prefix.encode(), orjson.dumps(ev.dump_event())))
+        state, dumps = out.state, orjson.dumps
+        for kind, name, record in ev.take_writes():
+            key = (prefix + name).encode() if kind == ATTENDEE else state_key(ev.event_id, kind, name)
+            state.append((partition, key, None if record is None else dumps(record)))
 
     # ------------------------------------------------------------------ partitions
     def restore(self, partition: int, items, wall_now: float) -> int:
         """Rebuild the events of one partition from its persisted state records; returns events restored."""
-        grouped: dict[str, list] = {}  # event_id -> [event record | None, {attendee_id: Attendee}]
+        # event_id -> [event record | None, {attendee_id: Attendee}, {window start: window}, {n: ids record}]
+        grouped: dict[str, list] = {}
         load_attendee = Attendee.load
         for key, value in items:
             text = key.decode()
@@ -313,16 +321,21 @@ class Processor:
                 if kind == "e" and record["roi"] is not None:
                     self.roi_views[rid] = record["roi"]
                 continue
-            event_id, _, aid = text.partition(SEP)
+            event_id, sep, aid = text.partition(SEP)
+            side = None
+            if not sep:
+                event_id, _, side = text.partition(SIDE)
             entry = grouped.get(event_id)
             if entry is None:
-                entry = grouped[event_id] = [None, {}]
-            if aid:  # (built at once: a takeover or restart may restore a million of these)
+                entry = grouped[event_id] = [None, {}, {}, {}]
+            if side:
+                entry[2 if KIND_OF_SIDE[side[0]] == WINDOW else 3][int(side[1:])] = orjson.loads(value)
+            elif aid:  # (built at once: a takeover or restart may restore a million of these)
                 entry[1][aid] = load_attendee(orjson.loads(value))
             else:
                 entry[0] = orjson.loads(value)
-        for event_id, (event, attendees) in grouped.items():
-            ev = EventState.from_parts(event_id, self.params, event, attendees)
+        for event_id, (event, attendees, windows, id_records) in grouped.items():
+            ev = EventState.from_parts(event_id, self.params, event, attendees, windows, id_records)
             ev.wall_last = wall_now
             self.events[event_id] = ev
             self.event_partition[event_id] = partition
@@ -340,6 +353,22 @@ class Processor:
             for event_id in self.ledgers.pop(organizer).events:
                 self.roi_views.pop(event_id, None)
             del self.ledger_partition[organizer]
+
+
+def state_key(event_id: str, kind: int, name) -> bytes:
+    if kind == ATTENDEE:
+        return f"{event_id}{SEP}{name}".encode()
+    if kind == EVENT:
+        return f"{event_id}{SEP}".encode()
+    return f"{event_id}{SIDE}{SIDE_KIND[kind]}{name}".encode()
+
+
+def event_of_key(key: bytes) -> str | None:
+    """The event a state key belongs to (None for ROI keys)."""
+    text = key.decode()
+    if text.startswith(ROI_PREFIX):
+        return None
+    return text.partition(SEP)[0].partition(SIDE)[0]
 
 
 def _decode_fact(value: bytes | None) -> dict | Rejection:

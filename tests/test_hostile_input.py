@@ -62,16 +62,18 @@ def test_an_event_that_never_ends_is_abandoned_after_its_silence():
     s = SETTINGS.model_copy(update={"abandon_after_s": 3600.0})
     proc = Processor(s, partitions=1)
     scheduled_end = (NOW_S + 2 * 86_400) * 1000
-    proc.process([raw(SETTINGS.topic_events, {"event_id": "planned", "type": "scheduled", "ts": T0,
-                                               "scheduled_end": scheduled_end}, offset=0),
-                  raw(TOPIC, chat("silent", "a", 0), offset=0),
-                  raw(TOPIC, chat("planned", "a", 0), offset=1)], NOW_S)
+    first = proc.process([raw(SETTINGS.topic_events, {"event_id": "planned", "type": "scheduled", "ts": T0,
+                                                      "scheduled_end": scheduled_end}, offset=0),
+                          raw(TOPIC, chat("silent", "a", 0), offset=0),
+                          raw(TOPIC, chat("planned", "a", 0), offset=1)], NOW_S)
+    written = {k for _, k, _ in first.state if k.startswith(b"silent")}
+    assert written == {b"silent/", b"silent/a", b"silent|i0"}  # the event, its attendee, the ids of the batch
     proc.tick(NOW_S + 1800, snapshots=False)
     assert set(proc.events) == {"silent", "planned"}
     out = proc.tick(NOW_S + 3601, snapshots=False)
     assert set(proc.events) == {"planned"}, "silent past the limit: dropped; planned: its scheduled end is ahead"
     assert proc.counters.abandoned == 1
-    assert {k for _, k, v in out.state if v is None} == {b"silent/", b"silent/a"}, "its state is deleted"
+    assert {k for _, k, v in out.state if v is None} == written, "its state is deleted"
     proc.tick(scheduled_end / 1000 + 3601, snapshots=False)
     assert proc.events == {} and proc.counters.abandoned == 2
 

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.ingest.decode import Rejection, decode_event, decode_interaction
 from streams.outputs.metrics import exposition
 from streams.partitioning import partition_for
-from streams.processor import Processor, RawRecord
+from streams.processor import Processor, RawRecord, event_of_key
 from streams.testing import Collected, run_records
 from tests.reference import Params, assert_same, classify, reference
 from tests.webinars import NOW_S, SETTINGS, T0, TOPIC, Case, Shape, arrival, deliver, scenario, webinar
@@ -304,7 +304,7 @@ def test_restart_from_persisted_state_with_redelivery_changes_nothing(cut, batch
     second = Processor(SETTINGS, partitions=partitions)
     for partition in range(partitions):
         items = [(k, v) for k, v in before.state.items()
-                 if first.event_partition[k.decode().split("/")[0]] == partition]
+                 if first.event_partition[event_of_key(k)] == partition]
         second.restore(partition, items, NOW_S)
     after = Collected()
     rest = raw[max(0, split - 50):] if redeliver == 50 else raw

@@ -233,7 +233,7 @@ def render_png(result: dict, path: Path) -> bool:
 def _state_figures(collected) -> dict:
     """Bytes of state as the compacted changelog holds it after the workload (run_records' final state)."""
     keys = [k for k in collected.state if not k.startswith(b"#roi/")]
-    attendee = [k for k in keys if not k.endswith(b"/")]
+    attendee = [k for k in keys if b"/" in k and not k.endswith(b"/")]  # (not ids, window or event records)
     total = sum(len(k) + len(collected.state[k]) for k in keys)
     att_bytes = sum(len(k) + len(collected.state[k]) for k in attendee)
     return {"state_keys": len(keys), "attendee_keys": len(attendee), "state_bytes": total,

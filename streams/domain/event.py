@@ -12,11 +12,18 @@ highest offset it has applied. The same id at another offset is a real duplicate
 an event lives on one partition, any interaction at an offset not above the highest one the event has applied
 is a redelivery too (this also covers records older than the id memory, e.g. registrations days ahead).
 
-A crash while one batch's state records are written can leave attendee records newer than the event record
-(the batch is not one atomic write). Replaying that batch must still be exact, so nothing an attendee record
-holds may depend on the event record of the same batch: each attendee keeps the highest offset applied to it
-(an older one is a redelivery even if its id has left the memory), ids are forgotten by the clock of the last
-*persisted* event record, and sessions leave memory only one persist after their window was emitted.
+What is persisted (`take_writes()`, in this order): one *ids* record per batch with the ids remembered in it,
+the attendees touched, each minute window once as it is emitted, tombstones of ids records wholly behind the
+horizon, and the event record last. Ids and windows are written once rather than with every attendee or event
+record: in a live webinar nearly every record touches an attendee, and re-writing their id memory (and the
+event's whole attendance curve) each time made state writes several times bigger than the input.
+
+A crash while one batch's state records are written leaves any prefix of them (the batch is not one atomic
+write). Replaying that batch must still be exact, so nothing a record holds may depend on a later record of the
+same batch: each attendee keeps the highest offset applied to it (an older one is a redelivery even if its id
+has left the memory; an id remembered at that very offset is the same record, applied or not), ids are forgotten
+by the clock of the last *persisted* event record (and an id older than the horizon counts as unseen wherever it
+is still held), and sessions leave memory only one persist after their window was emitted.
 """
 
 from __future__ import annotations
@@ -85,7 +92,12 @@ _NO_COUNTS = (0,) * 9
 _ONE = [tuple(int(i == kind) for i in range(9)) for kind in range(9)]
 _SHARED_COUNTS = {c: c for c in _ONE + [tuple(map(add, a, b)) for a in _ONE for b in _ONE]}
 ID_FIELDS = 4  # an id entry in Attendee.ids: id, topic, offset, ts
-DUMP_LAYOUT = 2  # first item of an attendee record since the flat layout (older records start with a list)
+ID_RECORD_FIELDS = 5  # an id entry in an ids record: id, attendee id, topic, offset, ts
+# First item of an attendee record: 3 since ids have records of their own, 2 the flat layout with the attendee's
+# ids inside (older records start with a list).
+DUMP_LAYOUT = 3
+# Kinds of state records, in the order one batch writes them (take_writes).
+IDS, ATTENDEE, WINDOW, EVENT = range(4)
 
 
 class Attendee(Presence):
@@ -177,21 +189,29 @@ class Attendee(Presence):
         return any(self.counts[1:])
 
     def dump(self) -> list:
-        """The attendee record (flat; the derived presence view is not persisted: refresh() rebuilds it)."""
+        """The attendee record (flat; the derived presence view is not persisted: refresh() rebuilds it, and the
+        ids are in the event's ids records)."""
         return [
             DUMP_LAYOUT, self.ck_present, self.ck_start, self.ck_last, self.ck_ever, self.final_sessions,
             self.final_dwell, self.tail, self.registered, self.key_flag, self.accounts, self.channel, self.counts,
-            self.polls, self.ids, self.upto, self.upto_rekeyed,
+            self.polls, self.upto, self.upto_rekeyed,
         ]
 
     @classmethod
     def load(cls, data: list) -> Attendee:
+        """An attendee from its record; records of layout 2 and older bring their ids along (EventState.from_parts
+        moves them to an ids record)."""
         # Slots are set directly (no __init__): a restore or takeover rebuilds up to a million of these.
         if type(data[0]) is list:
             return cls._load_nested(data)
         a = cls.__new__(cls)
-        (_, a.ck_present, a.ck_start, a.ck_last, a.ck_ever, sessions, a.final_dwell, tail, a.registered, a.key_flag,
-         accounts, a.channel, counts, polls, a.ids, a.upto, a.upto_rekeyed) = data
+        if data[0] == 2:
+            (_, a.ck_present, a.ck_start, a.ck_last, a.ck_ever, sessions, a.final_dwell, tail, a.registered,
+             a.key_flag, accounts, a.channel, counts, polls, a.ids, a.upto, a.upto_rekeyed) = data
+        else:
+            (_, a.ck_present, a.ck_start, a.ck_last, a.ck_ever, sessions, a.final_dwell, tail, a.registered,
+             a.key_flag, accounts, a.channel, counts, polls, a.upto, a.upto_rekeyed) = data
+            a.ids = []
         a.final_sessions = list(map(tuple, sessions)) if sessions else ()
         a.tail = tuple(tail)
         a.tail_sessions, a.open_start, a.open_last = (), None, 0  # derived view: empty until refresh()
@@ -203,7 +223,7 @@ class Attendee(Presence):
 
     @classmethod
     def _load_nested(cls, data: list) -> Attendee:
-        """A record of the layout before DUMP_LAYOUT 2 (written by older versions; a rolling upgrade restores them):
+        """A record of the layout before layout 2 (written by older versions; a rolling upgrade restores them):
         [[ck_present, ck_start, ck_last, ck_ever, final_sessions, final_dwell, [[ts, rank], ...]], registered,
         key_flag, accounts, channel, counts, polls, [[id, topic, offset, ts], ...], upto, upto_rekeyed]; older
         still: accounts a single id or null, and no upto offsets."""
@@ -216,7 +236,7 @@ class Attendee(Presence):
         else:  # state written before per-attendee offsets: the offsets its ids remember
             upto = max((offset for _, topic, offset, _ in ids if topic == 0), default=-1)
             upto_rekeyed = max((offset for _, topic, offset, _ in ids if topic == 1), default=-1)
-        return cls.load([DUMP_LAYOUT, ck_present, ck_start, ck_last, ck_ever, sessions, final_dwell,
+        return cls.load([2, ck_present, ck_start, ck_last, ck_ever, sessions, final_dwell,
                          [x for record in tail for x in record], registered, key_flag, accounts, channel, counts,
                          polls, [x for entry in ids for x in entry], upto, upto_rekeyed])
 
@@ -255,6 +275,11 @@ class EventState:
         self.session_sum_ms = 0  # integer ms: the same sum whatever order sessions are observed in
         self.summary_done = False
         self.summary_wall: float | None = None
+        # Ids records: remembered ids are persisted once, in one record per batch, dropped when wholly forgotten.
+        self._new_ids: list = []  # flat id, attendee id, topic, offset, ts: remembered since the last take_writes
+        self._id_records: list[tuple[int, int]] = []  # heap of (newest ts, number) of the ids records persisted
+        self._next_id_record = 0
+        self._unsaved_windows: list[dict] = []  # emitted windows not handed out to persist yet
         # Not persisted: rebuilt on load / per batch.
         self._id_owner: dict[str, str] = {}  # remembered interaction id -> attendee holding it
         self._members: dict[int, set[str]] = {}
@@ -284,33 +309,39 @@ class EventState:
         ts = rec["ts"]
         kind = TYPE_INDEX[rec["type"]]
         att = self.attendees.get(aid)
+        clock = self.clock
         # Ids are unique per event (not per attendee): find the attendee that holds this id, if any.
         owner = self._id_owner.get(rid)
-        seen = self.attendees[owner].find_id(rid) if owner is not None else None  # (topic, offset, ts)
+        seen = None  # (topic, offset, ts) remembered with this id
+        if owner is not None:
+            seen = self.attendees[owner].find_id(rid)
+            if seen is not None and clock is not None and clock - seen[2] > self.p.horizon_ms:
+                # Forgotten, whenever the pruning happens (an ids record may hold it a little longer).
+                self.attendees[owner].drop_id(rid)
+                del self._id_owner[rid]
+                seen = None
+        # This very record, remembered before a restart (its ids record persisted; its attendee's maybe not).
+        same = seen is not None and offset >= 0 and seen[0] == topic and seen[1] == offset
         # The attendee record may be newer than the event record (see the module docstring): a record at or
         # below the attendee's own offset is already in it, unless it was a duplicate of an id still held.
-        redelivered = att is not None and 0 <= offset <= att.applied_upto(topic) and (
-            seen is None or (seen[0] == topic and seen[1] == offset))
+        redelivered = att is not None and 0 <= offset <= att.applied_upto(topic) and (seen is None or same)
         if att is None:
             if len(self.attendees) >= self.p.max_attendees:
                 return CAPPED_ATTENDEES
             att = self.attendees[aid] = Attendee()
         elif not redelivered and sum(att.counts) >= self.p.max_interactions:  # bounds memory (and id scans)
             return CAPPED_INTERACTIONS
-        if seen is not None and not redelivered:  # (the same id at the same offset was a redelivery above)
-            if self.clock - seen[2] > self.p.horizon_ms:  # forgotten, whenever the pruning happens
-                self.attendees[owner].drop_id(rid)
-                self._dirty.add(owner)
-            else:
-                self.duplicates += 1
-                return DUPLICATE
-        clock = self.clock
+        if seen is not None and not same:
+            self.duplicates += 1
+            return DUPLICATE
         late = clock is not None and ts < clock - self.p.lateness_ms
         if not redelivered:
-            att.remember_id(rid, topic, offset, ts)
+            if not same:
+                att.remember_id(rid, topic, offset, ts)
+                self._id_owner[rid] = aid
+                self._new_ids += (rid, aid, topic, offset, ts)
             if offset >= 0:
                 att.mark_applied(topic, offset)
-            self._id_owner[rid] = aid
             self._apply_to_attendee(att, rec, kind, ts, late)
             self._dirty.add(aid)
             self._touched.add(aid)
@@ -487,6 +518,7 @@ class EventState:
         self._prune_due.append((end, member_ids))
         self.peak_closed = max(self.peak_closed, figures["peak_concurrent"])
         self.curve.append(record)
+        self._unsaved_windows.append(record)
         self._closed.append(record)
         self.next_window = end
         self._event_dirty = True
@@ -718,21 +750,47 @@ class EventState:
         return out
 
     # ------------------------------------------------------------------ persistence
-    def take_dirty(self) -> tuple[list[str], bool]:
-        """Attendee ids changed since the last call, and whether the event-level record changed.
-        Persist the attendees first and the event record last (README "Commit order")."""
+    def take_writes(self) -> list[tuple[int, object, object]]:
+        """The state records changed since the last call, in the order to persist them (module docstring):
+        (IDS, number, ids | None to delete), (ATTENDEE, attendee id, record), (WINDOW, window start, record),
+        (EVENT, "", record)."""
         dirty, self._dirty = self._dirty, set()
         event_dirty, self._event_dirty = self._event_dirty, False
         # Forget by the clock of the previous event record, which is persisted by now: a replay of this batch
         # from that record needs every id this batch could still have matched.
         horizon = (self.persisted_clock or 0) - self.p.horizon_ms
         self.persisted_clock = self.clock
+        writes: list[tuple[int, object, object]] = []
+        new_ids = self._new_ids
+        if new_ids:
+            number = self._next_id_record
+            self._next_id_record += 1
+            self._new_ids = []
+            writes.append((IDS, number, new_ids))
+            heapq.heappush(self._id_records, (max(new_ids[ID_RECORD_FIELDS - 1::ID_RECORD_FIELDS]), number))
         owners = self._id_owner
-        for aid in dirty:
-            for rid in self.attendees[aid].forget_ids(horizon):
-                if owners.get(rid) == aid:
-                    del owners[rid]
-        return sorted(dirty), event_dirty
+        attendees = self.attendees
+        for aid in sorted(dirty):
+            att = attendees[aid]
+            if att.ids and att.ids[ID_FIELDS - 1] < horizon:
+                for rid in att.forget_ids(horizon):
+                    if owners.get(rid) == aid:
+                        del owners[rid]
+            writes.append((ATTENDEE, aid, att.dump()))
+        if self._unsaved_windows:
+            writes.extend((WINDOW, w["window_start"], w) for w in self._unsaved_windows)
+            self._unsaved_windows = []
+        records = self._id_records
+        while records and records[0][0] < horizon:  # every id in it is forgotten (lookups ignore them already)
+            writes.append((IDS, heapq.heappop(records)[1], None))
+        if writes or event_dirty:
+            writes.append((EVENT, "", self.dump_event()))
+        return writes
+
+    def persisted_names(self) -> list[tuple[int, object]]:
+        """(kind, name) of every state record of this event (to delete them all when it expires)."""
+        return ([(ATTENDEE, aid) for aid in self.attendees] + [(WINDOW, w["window_start"]) for w in self.curve]
+                + [(IDS, number) for _, number in self._id_records] + [(EVENT, "")])
 
     def dump_event(self) -> dict:
         return {
@@ -743,23 +801,32 @@ class EventState:
             "window_counts": {str(k): v for k, v in self.window_counts.items()},
             "window_applied": {str(k): v for k, v in self.window_applied.items()},
             "applied": {str(k): v for k, v in self.applied.items()},
-            "curve": self.curve, "peak_closed": self.peak_closed, "session_hist": self.session_hist,
+            "peak_closed": self.peak_closed, "session_hist": self.session_hist,
             "session_sum_ms": self.session_sum_ms, "summary_done": self.summary_done, "summary_wall": self.summary_wall,
         }
 
     @classmethod
-    def load(cls, event_id: str, params: Params, event: dict | None, attendees: dict[str, list]) -> EventState:
-        """Rebuild from persisted records; derived indexes (window members, timers) are recomputed."""
-        return cls.from_parts(event_id, params, event, {aid: Attendee.load(data) for aid, data in attendees.items()})
+    def load(cls, event_id: str, params: Params, records: dict[tuple[int, object], object]) -> EventState:
+        """Rebuild from persisted records, {(kind, name): record} as take_writes() wrote them."""
+        attendees, windows, ids = {}, {}, {}
+        for (kind, name), record in records.items():
+            if kind == ATTENDEE:
+                attendees[name] = Attendee.load(record)
+            elif kind == WINDOW:
+                windows[name] = record
+            elif kind == IDS:
+                ids[name] = record
+        return cls.from_parts(event_id, params, records.get((EVENT, "")), attendees, windows, ids)
 
     @classmethod
-    def from_parts(cls, event_id: str, params: Params, event: dict | None,
-                   attendees: dict[str, Attendee]) -> EventState:
-        """Rebuild from the persisted event record and the attendees loaded from theirs (the dict is kept)."""
+    def from_parts(cls, event_id: str, params: Params, event: dict | None, attendees: dict[str, Attendee],
+                   windows: dict[int, dict] | None = None, id_records: dict[int, list] | None = None) -> EventState:
+        """Rebuild from the persisted event record, the attendees loaded from theirs (the dict is kept), the
+        window records and the ids records; derived indexes (window members, timers) are recomputed."""
         st = cls(event_id, params)
         if event:
             for key in ("clock", "started", "ended", "first_join", "first_session", "meta", "late", "duplicates",
-                        "next_window", "windows_done", "before", "curve", "peak_closed", "session_hist",
+                        "next_window", "windows_done", "before", "peak_closed", "session_hist",
                         "session_sum_ms", "summary_done", "summary_wall"):
                 setattr(st, key, event[key])
             st.key_accounts = set(event["key_accounts"])
@@ -769,6 +836,8 @@ class EventState:
             st.applied = {int(k): v for k, v in event.get("applied", {}).items()}
             st.persisted_clock = st.clock
         st.attendees = attendees
+        st._restore_windows((event or {}).get("curve", ()), windows or {})
+        st._restore_ids(id_records or {})
         totals = st.interaction_totals
         for a in attendees.values():
             for i, n in enumerate(a.counts):
@@ -777,13 +846,54 @@ class EventState:
             for a in attendees.values():
                 if a.final_sessions:
                     a.prune(st.next_window)  # sessions of windows already emitted
-        st._id_owner = {rid: aid for aid, a in attendees.items() for rid in a.ids[::ID_FIELDS]}
         st._touched = set(attendees)
         st._rebuild_members()
         st.advance()
         st._dirty.clear()
         st._event_dirty = False
         return st
+
+    def _restore_windows(self, legacy_curve, windows: dict[int, dict]) -> None:
+        """The attendance curve: the window records before next_window (later ones were written by a batch whose
+        event record did not persist: the replay emits them again). Event records written before windows had
+        records of their own hold the curve: it is written out as window records with the next batch."""
+        nxt = self.next_window
+        curve = {w["window_start"]: w for w in legacy_curve}
+        unsaved = set(curve) - set(windows)
+        curve.update(windows)
+        starts = sorted(w for w in curve if nxt is not None and w < nxt)
+        self.curve = [curve[w] for w in starts]
+        self._unsaved_windows = [curve[w] for w in starts if w in unsaved]
+
+    def _restore_ids(self, id_records: dict[int, list]) -> None:
+        """The id memory, from the ids records in the order they were written (a later entry of an id replaces an
+        earlier one, as drop + remember did). Ids of attendees without a record are left out: that batch did not
+        persist them and its replay remembers them again. Ids that attendee records of layout 2 and older hold
+        and no ids record does go into the next ids record."""
+        attendees = self.attendees
+        owners = self._id_owner = {rid: aid for aid, a in attendees.items() for rid in a.ids[::ID_FIELDS]}
+        legacy = dict(owners)
+        heap = self._id_records
+        n = ID_RECORD_FIELDS
+        for number in sorted(id_records):
+            record = id_records[number]
+            for i in range(0, len(record), n):
+                rid, aid, topic, offset, ts = record[i:i + n]
+                att = attendees.get(aid)
+                if att is None:
+                    continue
+                previous = owners.get(rid)
+                if previous is not None:
+                    attendees[previous].drop_id(rid)
+                    legacy.pop(rid, None)
+                att.remember_id(rid, topic, offset, ts)
+                owners[rid] = aid
+            if record:
+                heap.append((max(record[n - 1::n]), number))
+        heapq.heapify(heap)
+        self._next_id_record = max(id_records, default=-1) + 1
+        for rid, aid in legacy.items():
+            self._new_ids += (rid, aid, *attendees[aid].find_id(rid))
 
     def _rebuild_members(self) -> None:
         first = self.next_window

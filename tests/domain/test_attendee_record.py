@@ -7,15 +7,21 @@ import random
 
 import orjson
 
-from streams.domain.event import Attendee, EventState, Params
+from streams.domain.event import ATTENDEE, EVENT, IDS, WINDOW, Attendee, EventState, Params
 
 M = 60_000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, minute aligned
 S = 1000
 
 
+def flat(a: Attendee) -> list:
+    """The attendee's record in layout 2 (flat, the ids inside: what Attendee.dump() wrote until ids records)."""
+    record = a.dump()
+    return [2, *record[1:14], list(a.ids), *record[14:]]
+
+
 def nested(record: list) -> list:
-    """A current attendee record in the layout written before the flat one (Attendee.dump() until then):
+    """A layout 2 record in the layout written before it (nested):
     [[ck_present, ck_start, ck_last, ck_ever, final_sessions, final_dwell, [[ts, rank], ...]], registered, key_flag,
     accounts, channel, counts, polls, [[id, topic, offset, ts], ...], upto, upto_rekeyed]."""
     (_, ck_present, ck_start, ck_last, ck_ever, sessions, final_dwell, tail, registered, key_flag, accounts, channel,
@@ -26,12 +32,16 @@ def nested(record: list) -> list:
             [ids[i:i + 4] for i in range(0, len(ids), 4)], upto, upto_rekeyed]
 
 
-def test_a_record_of_the_previous_layout_loads():
+def roundtrip(record):
+    return orjson.loads(orjson.dumps(record))
+
+
+def test_records_of_the_previous_layouts_load():
     old = [[True, T0 + 5 * S, T0 + 90 * S, True, [[T0, T0 + 2 * S, T0 + 2 * S, 0]], 2 * S,
             [[T0 + 95 * S, 0], [T0 + 95 * S, 1]]],
            True, False, ["acme", "globex"], "email", [1, 2, 1, 3, 1, 0, 1, 0, 0], ["p1"],
            [["r1", 0, 7, T0 - 3_600 * S], ["h9", 1, 3, T0 + 95 * S]], 11, 3]
-    a = Attendee.load(orjson.loads(orjson.dumps(old)))
+    a = Attendee.load(roundtrip(old))
     assert (a.ck_present, a.ck_start, a.ck_last, a.ck_ever) == (True, T0 + 5 * S, T0 + 90 * S, True)
     assert a.final_sessions == [(T0, T0 + 2 * S, T0 + 2 * S, 0)] and a.final_dwell == 2 * S
     assert a.tail == (T0 + 95 * S, 0, T0 + 95 * S, 1)
@@ -40,9 +50,12 @@ def test_a_record_of_the_previous_layout_loads():
     assert a.counts == (1, 2, 1, 3, 1, 0, 1, 0, 0)
     assert a.find_id("r1") == (0, 7, T0 - 3_600 * S) and a.find_id("h9") == (1, 3, T0 + 95 * S)
     assert a.id_count() == 2 and (a.upto, a.upto_rekeyed) == (11, 3)
-    # Written again in the current layout, it loads to the same state.
-    b = Attendee.load(orjson.loads(orjson.dumps(a.dump())))
-    assert b.dump() == a.dump() and orjson.loads(orjson.dumps(nested(a.dump()))) == old
+    # The flat layout 2 holds the same, and converts back to the nested one.
+    b = Attendee.load(roundtrip(flat(a)))
+    assert flat(b) == flat(a) and roundtrip(nested(flat(a))) == old
+    # The current layout leaves the ids out (they are in ids records), all else loads the same.
+    c = Attendee.load(roundtrip(a.dump()))
+    assert c.dump() == a.dump() and c.id_count() == 0 and roundtrip(a.dump())[0] == 3
 
 
 def test_records_older_still_load():
@@ -85,11 +98,25 @@ def _feed(ev: EventState, recs: list[tuple[int, dict]], batch: int = 7) -> None:
         _batch(ev, recs[i:i + batch])
 
 
-def _batch(ev: EventState, recs: list[tuple[int, dict]]) -> list[str]:
+def _batch(ev: EventState, recs: list[tuple[int, dict]]) -> list:
     for offset, rec in recs:
         ev.apply_interaction(dict(rec), 0, offset)
     ev.advance()
-    return ev.take_dirty()[0]
+    return ev.take_writes()
+
+
+def persist(store: dict, writes: list) -> dict:
+    """Apply state writes to a store of encoded records, {(kind, name): bytes}."""
+    for kind, name, record in writes:
+        if record is None:
+            store.pop((kind, name), None)
+        else:
+            store[kind, name] = orjson.dumps(record)
+    return store
+
+
+def restore(store: dict) -> EventState:
+    return EventState.load("ev", P, {name: orjson.loads(record) for name, record in store.items()})
 
 
 def _finish(ev: EventState) -> tuple:
@@ -99,23 +126,54 @@ def _finish(ev: EventState) -> tuple:
 
 
 RECORDS = list(enumerate(_records(7)))
+P = Params(horizon_ms=120 * S)
+
+
+def _expected() -> tuple:
+    whole = EventState("ev", P)
+    _feed(whole, RECORDS)
+    return _finish(whole)
+
+
+def test_a_crash_while_a_batch_is_persisted_replays_exactly():
+    """Any prefix of a batch's state records reached the changelog, the rest did not: the event restored from them
+    and fed the records again from the last persisted event record on ends exactly as if nothing happened."""
+    expected = _expected()
+    for cut in range(21, len(RECORDS) - 7, 14):
+        first, store = EventState("ev", P), {}
+        for i in range(0, cut, 7):
+            persist(store, _batch(first, RECORDS[i:i + 7]))
+        writes = _batch(first, RECORDS[cut:cut + 7])  # the batch being persisted when the worker dies
+        # new ids, attendees, windows, ids tombstones, the event record
+        phases = [3 if kind == IDS and record is None else (0, 1, 2, 4)[kind] for kind, _, record in writes]
+        assert phases == sorted(phases) and phases[-1] == 4
+        for n in range(len(writes)):
+            restored = restore(persist(dict(store), writes[:n]))
+            _feed(restored, RECORDS[cut:])
+            assert _finish(restored) == expected, f"cut {cut}, {n} of {len(writes)} records persisted"
 
 
 def test_an_event_restored_from_previous_layout_records_continues_exactly():
-    """Including a crash while a batch's records were written: its attendee records reached the changelog and its
-    event record did not, so the replay depends on the ids and offsets the attendee records hold."""
-    p = Params(horizon_ms=120 * S)
-    whole = EventState("ev", p)
-    _feed(whole, RECORDS)
-    expected = _finish(whole)
+    """State written before ids and windows had records of their own: the attendees hold their ids (layout 2, or
+    nested) and the event record the curve. A crash while a batch's records were written is included: its attendee
+    records reached the changelog and its event record did not, so the replay depends on the ids and offsets the
+    attendee records hold. The restored event writes the ids and the curve out with its next batch: a second
+    restart from the new records only continues exactly too."""
+    expected = _expected()
     for cut in range(21, len(RECORDS) - 7, 14):
-        first = EventState("ev", p)
+        first = EventState("ev", P)
         _feed(first, RECORDS[:cut])
-        event = orjson.dumps(first.dump_event())  # the last event record persisted
-        current = {aid: orjson.loads(orjson.dumps(a.dump())) for aid, a in first.attendees.items()}
-        for aid in _batch(first, RECORDS[cut:cut + 7]):  # its attendee records got out, the event record did not
-            current[aid] = orjson.loads(orjson.dumps(first.attendees[aid].dump()))
+        event = orjson.dumps(first.dump_event() | {"curve": first.curve})  # the last event record persisted
+        current = {aid: flat(a) for aid, a in first.attendees.items()}
+        for kind, aid, _ in _batch(first, RECORDS[cut:cut + 7]):  # its attendee records got out, the event's did not
+            if kind == ATTENDEE:
+                current[aid] = flat(first.attendees[aid])
         for records in (current, {aid: nested(r) for aid, r in current.items()}):
-            restored = EventState.load("ev", p, orjson.loads(event), records)
-            _feed(restored, RECORDS[cut:])
-            assert _finish(restored) == expected
+            legacy = {(EVENT, ""): event} | {(ATTENDEE, aid): orjson.dumps(r) for aid, r in records.items()}
+            restored = restore(legacy)
+            writes = _batch(restored, RECORDS[cut:cut + 7])
+            assert {kind for kind, _, _ in writes} >= {IDS, EVENT}  # (the replayed attendees are all persisted)
+            assert any(kind == WINDOW for kind, _, _ in writes) == bool(first.curve)
+            again = restore(persist(dict(legacy), writes))
+            _feed(again, RECORDS[cut + 7:])
+            assert _finish(again) == expected

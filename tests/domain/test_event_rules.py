@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import random
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.domain.event import DUPLICATE, LATE, REDELIVERED, EventState, Params
+from streams.domain.event import DUPLICATE, EVENT, LATE, REDELIVERED, EventState, Params
 
 M = 60_000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, minute aligned
@@ -134,22 +135,26 @@ def test_duplicates_dropped_and_redelivery_is_idempotent():
 
 
 def test_attendee_record_newer_than_the_event_record_is_replayed_exactly():
-    """A crash left an attendee record of the last batch persisted and its event record not. The batch held a
-    registration older than the de-duplication horizon, whose id the attendee record no longer remembers: the
-    attendee's own offset must still make its replay a redelivery (counted once, not twice)."""
+    """A crash left the last batch's ids and attendee records persisted and its event record not. The batch held a
+    registration older than the de-duplication horizon, whose id counts as forgotten at once: the attendee's own
+    offset must still make its replay a redelivery (counted once, not twice)."""
     p = Params(horizon_ms=60 * S)
     ev = EventState("ev", p)
     ev.apply_interaction({"id": "j", "event_id": "ev", "attendee_id": "a", "type": "join", "ts": T0 + 600 * S}, 0, 1)
     ev.advance()
-    ev.take_dirty()
-    persisted_event = ev.dump_event()  # the last event record that reached the changelog
+    stored = {(kind, name): orjson.dumps(r) for kind, name, r in ev.take_writes()}
     old = {"id": "r", "event_id": "ev", "attendee_id": "b", "type": "registration", "ts": T0}
     ev.apply_interaction(dict(old), 0, 2)
     ev.advance()
-    ev.take_dirty()  # the old id leaves b's memory in the same batch (10 min behind the clock)
-    assert ev.attendees["b"].ids == []
-    restored = EventState.load("ev", p, persisted_event, {
-        "a": ev.attendees["a"].dump(), "b": ev.attendees["b"].dump()})  # b's record got out, the event's did not
+    writes = ev.take_writes()
+    assert ev.attendees["b"].ids == []  # the old id leaves b's memory in the same batch (10 min behind the clock)
+    for kind, name, r in writes[:-1]:  # all but the event record got out
+        assert kind != EVENT
+        if r is None:
+            stored.pop((kind, name), None)
+        else:
+            stored[kind, name] = orjson.dumps(r)
+    restored = EventState.load("ev", p, {name: orjson.loads(r) for name, r in stored.items()})
     assert restored.apply_interaction(dict(old), 0, 2) == REDELIVERED
     assert restored.attendees["b"].counts[0] == 1
 
@@ -236,3 +241,30 @@ def test_reordering_within_lateness_changes_nothing(seed, shuffle_seed, batch):
     assert shuffled[0] == in_order[0]
     assert shuffled[1] == in_order[1]
     assert shuffled[2] == in_order[2]
+
+
+def test_a_restored_id_memory_holds_the_latest_sighting_of_an_id():
+    """An id seen again after the horizon is new again, remembered anew in a later ids record while the earlier
+    record still holds the old sighting: restored, the id memory must hold the later one, so a re-send of it within
+    the horizon stays a duplicate."""
+    p = Params(horizon_ms=60 * S)
+    ev = EventState("ev", p)
+    stored: dict = {}
+
+    def batch(*records):
+        for offset, rid, ts in records:
+            ev.apply_interaction({"id": rid, "event_id": "ev", "attendee_id": "a", "type": "chat", "ts": ts}, 0,
+                                 offset)
+        ev.advance()
+        for kind, name, r in ev.take_writes():
+            if r is None:
+                stored.pop((kind, name), None)
+            else:
+                stored[kind, name] = orjson.dumps(r)
+
+    batch((1, "x", T0), (2, "y", T0 + 600 * S))  # (y keeps this ids record alive)
+    batch((3, "x", T0 + 601 * S))  # 10 min after its first sighting: new again
+    restored = EventState.load("ev", p, {name: orjson.loads(r) for name, r in stored.items()})
+    chat = {"id": "x", "event_id": "ev", "attendee_id": "a", "type": "chat", "ts": T0 + 602 * S}
+    assert restored.apply_interaction(dict(chat), 0, 4) == DUPLICATE
+    assert restored.attendees["a"].counts[4] == 3

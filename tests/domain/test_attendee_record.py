@@ -7,7 +7,15 @@ import random
 
 import orjson
 
-from streams.domain.event import ATTENDEE, EVENT, IDS, WINDOW, Attendee, EventState, Params
+from streams.domain.event import (
+    ATTENDEE,
+    EVENT,
+    IDS,
+    WINDOW,
+    Attendee,
+    EventState,
+    Params,
+)
 
 M = 60_000
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z, minute aligned

@@ -133,7 +133,7 @@ def render_table(result: dict) -> str:
         extra.append(f"freshness at {fr['achieved_rate']:,.0f} records/s (target {fr['target_rate']:,.0f}), snapshot "
                      f"interval {fr['snapshot_interval_s']:g} s: /metrics p50 {m['p50_s']} s p99 {m['p99_s']} s; "
                      f"live topic p50 {live['p50_s']} s p99 {live['p99_s']} s ({m['markers_seen']}/{fr['markers']} "
-                     "markers)")
+                     f"markers); {_busy(fr)}")
     lpr = c.get("livepulse", {})
     if lpr.get("peak_rss_bytes"):
         # (memory per present attendee: the attendees phase; this workload's webinars are over when it is read)
@@ -228,6 +228,12 @@ def render_png(result: dict, path: Path) -> bool:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
+
+
+def _busy(fr: dict) -> str:
+    share = fr.get("worker_cpu_share")
+    busy = f"worker {share:.0%} busy" if share is not None else "worker CPU unknown"
+    return f"{busy}, {fr.get('worker_records_per_batch', '?')} records per batch"
 
 
 def _state_figures(collected) -> dict:
@@ -420,7 +426,7 @@ def _bench(result: dict, broker: str, run: str, work: Path, logs: Path, *, recor
                 probe_event=probe, scrape_every_s=0.1, progress=_echo))
             f = result["freshness"]
             _echo(f"freshness: /metrics p50 {f['metrics']['p50_s']} s p99 {f['metrics']['p99_s']} s; live topic "
-                  f"p50 {f['live_topic']['p50_s']} s p99 {f['live_topic']['p99_s']} s")
+                  f"p50 {f['live_topic']['p50_s']} s p99 {f['live_topic']['p99_s']} s; {_busy(f)}")
         else:
             result["freshness"] = {"skipped": "--skip"}
         if "recovery" not in skip:

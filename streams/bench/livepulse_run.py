@@ -338,6 +338,7 @@ async def freshness_probe(worker: Worker, bootstrap: str, topics: dict[str, str]
 
     stop_at = [float("inf")]
     sends: list[asyncio.Future] = []
+    cpu0, work0 = worker.cpu_seconds(), _batches(await asyncio.to_thread(worker.metrics))
     tasks = [asyncio.create_task(scrape()), asyncio.create_task(tail_live())]
     started = time.monotonic()
     tick = 0.02
@@ -374,6 +375,7 @@ async def freshness_probe(worker: Worker, bootstrap: str, topics: dict[str, str]
         await producer.flush()
         await asyncio.gather(*sends)  # raises if the broker refused a batch
         took = time.monotonic() - started
+        cpu1, work1 = worker.cpu_seconds(), _batches(await asyncio.to_thread(worker.metrics))
         stop_at[0] = time.monotonic()
         stop.set()
         await asyncio.gather(*tasks)
@@ -394,7 +396,17 @@ async def freshness_probe(worker: Worker, bootstrap: str, topics: dict[str, str]
     return {"target_rate": rate, "achieved_rate": round(produced[0] / took, 1), "duration_s": round(took, 2),
             "background_records": produced[0], "markers": len(sent_at),
             "metrics": stats(seen_metrics), "live_topic": stats(seen_live),
+            # How hard the worker worked meanwhile: freshness suffers once it is near 100% busy.
+            "worker_cpu_share": round((cpu1 - cpu0) / took, 3) if cpu0 is not None and cpu1 is not None else None,
+            "worker_batches": work1[0] - work0[0],
+            "worker_records_per_batch": round((work1[1] - work0[1]) / max(1, work1[0] - work0[0]), 1),
             "scrape_every_s": scrape_every_s, "snapshot_interval_s": worker.snapshot_interval_s}
+
+
+def _batches(m: dict) -> tuple[float, float]:
+    """(batches, records) the worker has processed, from its livepulse_batch_records histogram."""
+    return (sum(m.get("livepulse_batch_records_count", {}).values()),
+            sum(m.get("livepulse_batch_records_sum", {}).values()))
 
 
 # ---------------------------------------------------------------------- recovery

@@ -871,14 +871,13 @@ class EventState:
         persist them and its replay remembers them again. Ids that attendee records of layout 2 and older hold
         and no ids record does go into the next ids record."""
         attendees = self.attendees
-        owners = self._id_owner = {rid: aid for aid, a in attendees.items() for rid in a.ids[::ID_FIELDS]}
+        owners = self._id_owner = {rid: aid for aid, a in attendees.items() if a.ids for rid in a.ids[::ID_FIELDS]}
         legacy = dict(owners)
         heap = self._id_records
         n = ID_RECORD_FIELDS
         for number in sorted(id_records):
             record = id_records[number]
-            for i in range(0, len(record), n):
-                rid, aid, topic, offset, ts = record[i:i + n]
+            for rid, aid, topic, offset, ts in zip(*(record[i::n] for i in range(n))):
                 att = attendees.get(aid)
                 if att is None:
                     continue

@@ -9,8 +9,8 @@
 
 Commit order (at-least-once, made exact by idempotent processing): a batch's state records (the event key last)
 and its output records are all sent and acknowledged by the broker *before* the batch's partitions are marked
-done up to their last offset (ingest.batch_fetch.Positions), which Faust's periodic commit then takes. A crash in between replays the batch; the domain's id memory and per-window offsets turn the replay
-into a no-op.
+done up to their last offset (ingest.batch_fetch.Positions), which Faust's periodic commit then takes. A crash in
+between replays the batch; the domain's id memory and per-window offsets turn the replay into a no-op.
 """
 
 from __future__ import annotations

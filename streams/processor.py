@@ -45,7 +45,6 @@ from streams.partitioning import partition_for
 SEP = "/"
 SIDE = "|"
 SIDE_KIND = {WINDOW: "w", IDS: "i"}
-KIND_OF_SIDE = {v: k for k, v in SIDE_KIND.items()}
 ROI_PREFIX = "#roi/"  # ROI state keys: "#roi/<organizer_id>/<e|p|o>/<id>" ("#" cannot start an event id)
 FACTS = ("event", "leads", "opportunity")
 # Domain results that a cap rejected -> (cap label, the setting that sets it).
@@ -299,12 +298,10 @@ class Processor:
         self.forgotten[event_id] = wall_now
 
     def _persist(self, ev: EventState, out: Output) -> None:
-        partition = self.event_partition[ev.event_id]
-        prefix = ev.event_id + SEP
-        state, dumps = out.state, orjson.dumps
+        partition, event_id = self.event_partition[ev.event_id], ev.event_id
         for kind, name, record in ev.take_writes():
-            key = (prefix + name).encode() if kind == ATTENDEE else state_key(ev.event_id, kind, name)
-            state.append((partition, key, None if record is None else dumps(record)))
+            value = None if record is None else orjson.dumps(record)
+            out.state.append((partition, state_key(event_id, kind, name), value))
 
     # ------------------------------------------------------------------ partitions
     def restore(self, partition: int, items, wall_now: float) -> int:
@@ -329,7 +326,7 @@ class Processor:
             if entry is None:
                 entry = grouped[event_id] = [None, {}, {}, {}]
             if side:
-                entry[2 if KIND_OF_SIDE[side[0]] == WINDOW else 3][int(side[1:])] = orjson.loads(value)
+                entry[2 if side[0] == SIDE_KIND[WINDOW] else 3][int(side[1:])] = orjson.loads(value)
             elif aid:  # (built at once: a takeover or restart may restore a million of these)
                 entry[1][aid] = load_attendee(orjson.loads(value))
             else:

@@ -772,10 +772,9 @@ class EventState:
         attendees = self.attendees
         for aid in sorted(dirty):
             att = attendees[aid]
-            if att.ids and att.ids[ID_FIELDS - 1] < horizon:
-                for rid in att.forget_ids(horizon):
-                    if owners.get(rid) == aid:
-                        del owners[rid]
+            for rid in att.forget_ids(horizon):
+                if owners.get(rid) == aid:
+                    del owners[rid]
             writes.append((ATTENDEE, aid, att.dump()))
         if self._unsaved_windows:
             writes.extend((WINDOW, w["window_start"], w) for w in self._unsaved_windows)

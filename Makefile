@@ -6,8 +6,17 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Re-install whenever pyproject.toml changes (new dependency, new entry point).
 STAMP  := $(VENV)/.installed
+# The compiled build (README "Performance"): the same package with its hot path compiled by mypyc, installed (not
+# editable) in a venv of its own and rebuilt whenever a source file changes. Needs gcc and the Python headers.
+FAST   ?= .venv-fast
+FAST_STAMP := $(FAST)/.installed
+SOURCES := $(shell find streams schemas -name '*.py' -o -name '*.json')
+# The tests that also run against the compiled build: every rule of the domain and the processor, plus the bench.
+COMPILED_TESTS := tests/test_compiled.py tests/domain tests/ingest tests/test_reference_equality.py \
+                  tests/test_restore.py tests/test_hostile_input.py tests/test_bounded_state.py tests/test_roi.py \
+                  tests/test_bench.py
 
-.PHONY: venv test soak demo prometheus dashboards lint clean
+.PHONY: venv fast test soak bench demo prometheus dashboards lint clean
 
 venv: $(STAMP)
 
@@ -15,6 +24,18 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+fast: $(FAST_STAMP)
+
+$(FAST_STAMP): pyproject.toml $(SOURCES)
+	@test -x $(FAST)/bin/python || $(PYTHON) -m venv $(FAST)
+	$(FAST)/bin/python -m pip install -q --upgrade pip
+	$(FAST)/bin/python -m pip install -q '.[test]'
+	@# Built from a copy: the mypyc build hook compiles in place and leaves its .so files beside the sources, where
+	@# they would shadow the source of the development install (tests/test_compiled.py would catch that).
+	rm -rf $(FAST)/src && mkdir -p $(FAST)/src && cp -r pyproject.toml README.md schemas streams $(FAST)/src/
+	HATCH_BUILD_HOOK_ENABLE_MYPYC=true $(FAST)/bin/python -m pip install -q --force-reinstall --no-deps $(FAST)/src
 	@touch $@
 
 # promtool/prometheus are used by tests that check rules and scrape /metrics; those tests skip
@@ -30,8 +51,15 @@ prometheus:
 	  echo "prometheus: apt-get could not install it (registry unreachable?); tests needing it will skip"; \
 	fi
 
-test: venv prometheus
+# The whole suite on the development install, then the hot-path tests on the compiled build (--import-mode=append:
+# the installed, compiled streams rather than the source tree; test_compiled checks which one ran).
+test: venv fast prometheus
 	$(BIN)/pytest -q -m "not soak"
+	LIVEPULSE_EXPECT_COMPILED=1 $(FAST)/bin/pytest -q -p no:cacheprovider --import-mode=append $(COMPILED_TESTS)
+
+# The benchmark on the compiled build (as deployed); BENCH_ARGS=--quick for a short run.
+bench: fast
+	$(FAST)/bin/livepulse bench $(BENCH_ARGS)
 
 # Long runs (tests/soak): state and worker memory flatten over hundreds of events (several minutes).
 soak: venv prometheus
@@ -49,5 +77,5 @@ lint: venv
 	$(BIN)/ruff check streams tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache build dist var *.egg-info
+	rm -rf $(VENV) $(FAST) .pytest_cache .hypothesis .ruff_cache build dist var *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

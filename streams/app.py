@@ -27,7 +27,7 @@ import faust
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from streams import kafka
+from streams import hot_path, kafka
 from streams.ingest import batch_fetch, consumer_fixes
 from streams.outputs.batches import MAX_BATCH_BYTES, BatchSender
 from streams.outputs.metrics import BatchSizes, ConsumerLag, LivePulseCollector
@@ -401,8 +401,8 @@ def run_worker(settings: Settings) -> None:
     asyncio.set_event_loop(asyncio.new_event_loop())  # asyncio.run() closed its loop; Faust needs a current one
     gc.set_threshold(*GC_THRESHOLDS)
     app, _ = build_app(settings, partitions)
-    log.info("worker %s: %d partitions, store %s, metrics on http://%s:%d/metrics",
-             settings.app_id, partitions, settings.store, settings.web_host, settings.web_port)
+    log.info("worker %s: %d partitions, store %s, metrics on http://%s:%d/metrics, %s hot path",
+             settings.app_id, partitions, settings.store, settings.web_host, settings.web_port, hot_path())
     app.finalize()
     app.worker_init()
     app.worker_init_post_autodiscover()

@@ -11,8 +11,9 @@ EventState.take_writes gives, the event record last -- see README "Commit order"
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import orjson
 
@@ -52,8 +53,24 @@ CAP_OF = {CAPPED_ATTENDEES: ("attendees", "max_attendees_per_event"),
           CAPPED_INTERACTIONS: ("interactions", "max_interactions_per_attendee")}
 
 
+class InputRecord(Protocol):
+    """What the Processor reads of an input record: aiokafka's ConsumerRecord in the worker, RawRecord elsewhere.
+    (A protocol, not RawRecord itself: the compiled build checks declared classes at run time.)"""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
 class RawRecord(NamedTuple):
-    """One input record. The worker passes aiokafka's ConsumerRecord, which has the same attributes."""
+    """One input record built by hand (tests, the bench, run_records)."""
 
     topic: str
     partition: int
@@ -67,7 +84,7 @@ class Output:
     """What one batch (or one tick) produced, in the order it must be written."""
 
     dead_letters: list[tuple[bytes | None, dict]] = field(default_factory=list)
-    rekeyed: list[tuple[bytes, bytes]] = field(default_factory=list)  # (event_id key, original value)
+    rekeyed: list[tuple[bytes, bytes | None]] = field(default_factory=list)  # (event_id key, original value)
     minutes: list[dict] = field(default_factory=list)
     summaries: list[dict] = field(default_factory=list)
     leads: list[dict] = field(default_factory=list)
@@ -111,7 +128,7 @@ class Processor:
         self._topic_index = {settings.topic_interactions: 0, settings.topic_rekeyed: 1, settings.topic_events: 2}
 
     # ------------------------------------------------------------------ batches
-    def process(self, batch: list[RawRecord], wall_now: float) -> Output:
+    def process(self, batch: Sequence[InputRecord], wall_now: float) -> Output:
         out = Output()
         now_ms = int(wall_now * 1000)
         s, c = self.s, self.counters
@@ -181,7 +198,7 @@ class Processor:
                 del self.ledgers[organizer], self.ledger_partition[organizer]
         return out
 
-    def _roi_record(self, rec: RawRecord, now_ms: int, out: Output, ledgers: dict[str, Ledger]) -> None:
+    def _roi_record(self, rec: InputRecord, now_ms: int, out: Output, ledgers: dict[str, Ledger]) -> None:
         """A CRM opportunity (validated, forwarded to its organiser's partition if need be) or an internal fact."""
         s, c = self.s, self.counters
         crm = rec.topic == s.topic_opportunities
@@ -234,18 +251,18 @@ class Processor:
                 elif record["roi"] is not None:
                     self.roi_views[rid] = record["roi"]
 
-    def _reject(self, rec: RawRecord, why: Rejection, schema: str, now_ms: int, out: Output) -> None:
+    def _reject(self, rec: InputRecord, why: Rejection, schema: str, now_ms: int, out: Output) -> None:
         c = self.counters
         c.rejected[why.reason] = c.rejected.get(why.reason, 0) + 1
         out.dead_letters.append((rec.key, dead_letter(why, topic=rec.topic, partition=rec.partition, offset=rec.offset,
                                                       key=rec.key, value=rec.value, schema=schema, now_ms=now_ms)))
 
-    def _capped(self, rec: RawRecord, cap: str, why: str, is_event: bool, now_ms: int, out: Output) -> None:
+    def _capped(self, rec: InputRecord, cap: str, why: str, is_event: bool, now_ms: int, out: Output) -> None:
         """A valid record a cap keeps out: dead-lettered like bad input (nothing is silently lost) and counted."""
         self.counters.capped[cap] = self.counters.capped.get(cap, 0) + 1
         self._reject(rec, Rejection("cap_exceeded", why), "event" if is_event else "interaction", now_ms, out)
 
-    def _home_partition(self, event_id: str, rec: RawRecord) -> int:
+    def _home_partition(self, event_id: str, rec: InputRecord) -> int:
         if rec.key is not None and rec.key == event_id.encode():
             return rec.partition  # keyed right: trust the producer's partitioner, whatever it is
         return partition_for(event_id.encode(), self.partitions)

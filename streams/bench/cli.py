@@ -35,6 +35,8 @@ from pathlib import Path
 import click
 import orjson
 
+from streams import hot_path
+
 PHASES = ("ceiling", "peerA", "peerB", "livepulse", "freshness", "recovery", "attendees")
 QUICK = {"records": 20_000, "events": 4, "fresh_rate": 2_000.0, "fresh_seconds": 5.0, "attendees": 20_000}
 
@@ -77,7 +79,7 @@ def run_contestant(module: str, args: list[str], timeout: float, log_path: Path)
     """Run python -m module args; its BENCH_RESULT line, or {"error": ...} / {"timed_out": True}."""
     from streams.bench.common import parse_result
 
-    cmd = [sys.executable, "-m", module, *args]
+    cmd = [sys.executable, "-P", "-m", module, *args]  # -P: the installed streams, not one in the cwd
     out_path = log_path.with_suffix(".out")  # a file, not a pipe: Faust's worker loses what it writes to a pipe
     with open(log_path, "wb") as err, open(out_path, "wb") as out_file:
         proc = subprocess.Popen(cmd, stdout=out_file, stderr=err, stdin=subprocess.DEVNULL)
@@ -97,6 +99,11 @@ def run_contestant(module: str, args: list[str], timeout: float, log_path: Path)
 
 def _fmt_rate(value: float | None) -> str:
     return f"{value:,.0f}" if value else "-"
+
+
+def _hot_path_note(result: dict) -> str:
+    build = result.get("hot_path", "interpreted")
+    return build if build == "compiled" else f"{build} (the compiled build is faster: make fast, README \"Performance\")"
 
 
 def _fmt_ratio(a: float | None, b: float | None) -> str:
@@ -126,7 +133,7 @@ def render_table(result: dict) -> str:
     lines = ["  ".join(cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row))
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    extra = []
+    extra = [f"LivePulse hot path: {_hot_path_note(result)}"]
     fr = result.get("freshness")
     if fr and not fr.get("skipped") and not fr.get("error"):
         m, live = fr["metrics"], fr["live_topic"]
@@ -280,7 +287,8 @@ def bench_command(records: int, events: int, seed: int, partitions: int, output_
     logs = output_dir / f"{run}-logs"
     logs.mkdir(exist_ok=True)
     result: dict = {"run": run, "date": stamp.isoformat(timespec="seconds"), "machine": _machine(),
-                    "versions": _versions(), "contestants": {}, "crashed": []}
+                    "versions": _versions(), "hot_path": hot_path(), "contestants": {}, "crashed": []}
+    _echo(f"LivePulse hot path: {_hot_path_note(result)}")
     embedded = None
     try:
         if broker is None:

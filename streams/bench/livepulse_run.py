@@ -70,7 +70,8 @@ class Worker:
         self.port = free_port()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=self.env(),
+            # -P: the streams this interpreter installed (e.g. the compiled build), never a source tree in the cwd.
+            self.proc = subprocess.Popen([sys.executable, "-P", "-m", "streams", "worker"], env=self.env(),
                                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         return self
 

@@ -29,11 +29,13 @@ is still held), and sessions leave memory only one persist after their window wa
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import add
 from sys import intern
+from typing import Any
 
-from streams.domain.presence import RANK_LEAVE, RANK_OTHER, Presence
+from streams.domain.presence import RANK_LEAVE, RANK_OTHER, Presence, Session
 from streams.domain.scoring import (
     GRADES,
     MQL_GRADES,
@@ -201,10 +203,11 @@ class Attendee(Presence):
     def load(cls, data: list) -> Attendee:
         """An attendee from its record; records of layout 2 and older bring their ids along (EventState.from_parts
         moves them to an ids record)."""
-        # Slots are set directly (no __init__): a restore or takeover rebuilds up to a million of these.
+        # Fields are set directly below (a restore or takeover rebuilds up to a million of these); cls() and not
+        # cls.__new__, which the compiled build (README "Performance") cannot call.
         if type(data[0]) is list:
             return cls._load_nested(data)
-        a = cls.__new__(cls)
+        a = cls()
         if data[0] == 2:
             (_, a.ck_present, a.ck_start, a.ck_last, a.ck_ever, sessions, a.final_dwell, tail, a.registered,
              a.key_flag, accounts, a.channel, counts, polls, a.ids, a.upto, a.upto_rekeyed) = data
@@ -560,7 +563,8 @@ class EventState:
         start = self.start_ts()
         if self.ended is not None:
             as_of = max(as_of, self.ended) if final else as_of
-        elapsed = ((self.ended if final else as_of) - start) if start is not None else None
+        end = self.ended if final and self.ended is not None else as_of
+        elapsed = end - start if start is not None else None
         current = unique = registrations = attended_registrants = walk_ins = key_attendees = 0
         voters = clickers = 0
         dwell_ms = settled_ms = 0
@@ -805,9 +809,11 @@ class EventState:
         }
 
     @classmethod
-    def load(cls, event_id: str, params: Params, records: dict[tuple[int, object], object]) -> EventState:
+    def load(cls, event_id: str, params: Params, records: dict[tuple[int, Any], Any]) -> EventState:
         """Rebuild from persisted records, {(kind, name): record} as take_writes() wrote them."""
-        attendees, windows, ids = {}, {}, {}
+        attendees: dict[str, Attendee] = {}
+        windows: dict[int, dict] = {}
+        ids: dict[int, list] = {}
         for (kind, name), record in records.items():
             if kind == ATTENDEE:
                 attendees[name] = Attendee.load(record)
@@ -891,7 +897,9 @@ class EventState:
         heapq.heapify(heap)
         self._next_id_record = max(id_records, default=-1) + 1
         for rid, aid in legacy.items():
-            self._new_ids += (rid, aid, *attendees[aid].find_id(rid))
+            seen = attendees[aid].find_id(rid)
+            if seen is not None:  # (always: legacy lists ids its attendees hold)
+                self._new_ids += (rid, aid, *seen)
 
     def _rebuild_members(self) -> None:
         first = self.next_window
@@ -910,7 +918,7 @@ META_FIELDS = ("title", "scheduled_start", "scheduled_end", "cost", "currency", 
 _LEAD_TYPES = ("join", "leave", "heartbeat", "chat", "question", "poll_vote", "reaction", "cta_click")
 
 
-def _sessions_with_open(p: Presence) -> list:
+def _sessions_with_open(p: Presence) -> Sequence[Session]:
     sessions = p.sessions()
     if p.open_start is not None:
         return [*sessions, (p.open_start, p.open_last, _OPEN, -1)]

@@ -16,6 +16,8 @@ is touched or the clock times them out, so a record arriving out of order simply
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 # Session kinds (how a presence interval ended).
 LEAVE, TIMEOUT, ENDED = 0, 1, 2
 # Sort rank of a presence record at equal ts: a leave before anything else, so leave+rejoin at the same ms
@@ -44,13 +46,13 @@ class Presence:
         self.ck_last = 0
         self.ck_ever = False
         # Both session lists are usually empty: () is shared instead of an empty list per attendee.
-        self.final_sessions: list[Session] | tuple = ()  # closed by the checkpoint fold; pruned once windows emitted
+        self.final_sessions: Sequence[Session] = ()  # closed by the checkpoint fold; pruned once windows emitted
         self.final_dwell = 0  # dwell of every final session, including pruned ones
         # The records at or after the watermark of insertion, sorted by (ts, rank) and flat: ts, rank, ts, rank, ...
         # One tuple per attendee rather than a list plus a tuple per record (it usually holds one or two records).
         self.tail: tuple[int, ...] = ()
         # Derived view (recomputed by refresh()).
-        self.tail_sessions: list[Session] | tuple = ()
+        self.tail_sessions: Sequence[Session] = ()
         self.open_start: int | None = None
         self.open_last = 0
 
@@ -91,8 +93,9 @@ class Presence:
         self.tail = tail[n:]
 
     def _final(self, session: Session) -> None:
-        if self.final_sessions:
-            self.final_sessions.append(session)
+        sessions = self.final_sessions
+        if isinstance(sessions, list):
+            sessions.append(session)
         else:
             self.final_sessions = [session]
         self.final_dwell += session[1] - session[0]
@@ -138,7 +141,7 @@ class Presence:
     def ever_present(self) -> bool:
         return self.ck_ever or bool(self.tail_sessions) or self.open_start is not None
 
-    def sessions(self) -> list[Session]:
+    def sessions(self) -> Sequence[Session]:
         """Closed sessions still relevant to unemitted windows, oldest first."""
         if self.final_sessions and self.tail_sessions:
             return [*self.final_sessions, *self.tail_sessions]

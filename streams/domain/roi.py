@@ -140,7 +140,7 @@ class Ledger:
         for event_id, ev in self.events.items():
             cost, currency = ev.get("cost"), ev.get("currency")
             n_new = new_leads[event_id]
-            won_same = won[event_id].get(currency, 0.0)
+            won_same = won[event_id].get(currency, 0.0) if currency is not None else 0.0  # (keys are never None)
             out[event_id] = {
                 "event_id": event_id,
                 "organizer_id": self.organizer_id,

@@ -8,7 +8,7 @@ attendees' current sessions plus the count carried over from the previous window
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from streams.domain.presence import LEAVE, TIMEOUT, Session
 
@@ -26,8 +26,8 @@ def window_of(ts: int) -> int:
 def close_window(
     start: int,
     before: int,
-    members: Iterable[list[Session]],
-    next_members: Iterable[list[Session]],
+    members: Iterable[Sequence[Session]],
+    next_members: Iterable[Sequence[Session]],
 ) -> tuple[dict, int]:
     """Compute the audience figures of [start, start+60s).
 

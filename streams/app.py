@@ -7,10 +7,12 @@
     timer (≤1 s) ─▶ Processor.tick: due summaries, retention expiry, live snapshots
     web: /metrics (scrape-time collector over what this worker owns), /health
 
-Commit order (at-least-once, made exact by idempotent processing): a batch's state records (the event key last)
-and its output records are all sent and acknowledged by the broker *before* the batch's partitions are marked
-done up to their last offset (ingest.batch_fetch.Positions), which Faust's periodic commit then takes. A crash in
-between replays the batch; the domain's id memory and per-window offsets turn the replay into a no-op.
+Commit order (at-least-once, made exact by idempotent processing): each batch's output records are sent and
+acknowledged before the next batch; at a checkpoint (at most every checkpoint_interval_s) the state records of
+everything changed since the last one (per event, the event key last) are sent and acknowledged *before* the
+input partitions processed since are marked done up to their last offset (ingest.batch_fetch.Positions), which
+Faust's periodic commit then takes. A crash in between replays that input; the domain's id memory and per-window
+offsets turn the replay into a no-op (outputs already sent may be sent again).
 """
 
 from __future__ import annotations
@@ -83,17 +85,26 @@ class Worker:
         self.source_topics = set(input_topics(settings))
         self.consumer_lag = ConsumerLag(self.source_topics)  # per owned input partition, updated once per batch
         self.positions: batch_fetch.Positions | None = None  # what Faust commits for the input (build_app sets it)
-        # One batch or tick at a time, each persisted before the next begins: state records then reach every
+        # One batch, tick or checkpoint at a time, each sent before the next begins: state records then reach every
         # changelog partition in processing order (the domain relies on it, see EventState's delayed pruning).
         self.emitting = asyncio.Lock()
         # Close to the session timeout: after a freeze that long the group has given (or is about to give) this
         # worker's partitions to another. Shorter stalls (a long GC) must not cost a restart.
         self.freeze = FreezeWatch(limit_s=settings.session_timeout_s * 0.8)
+        # Checkpoints (commit order above): input processed since the last one is marked done for the commit only
+        # once the state it changed is written, at most every checkpoint_interval_s.
+        self.unpersisted_ends: dict[Any, int] = {}  # input partition -> offset after its last processed record
+        self.next_checkpoint = 0.0  # (time.monotonic)
+        self.generation = 0  # bumped by each revocation: input processed before it is read again afterwards
         table.on_recovered = self.on_recovered
 
     # ------------------------------------------------------------------ rebalances
     def on_revoked(self) -> None:
         self.ready = False
+        # Not yet persisted, so not to be committed: every partition kept or gained is rewound to its committed
+        # offset after the rebalance (on_recovered) and those records come again (redeliveries, skipped).
+        self.unpersisted_ends.clear()
+        self.generation += 1
 
     async def on_recovered(self, active: set[int]) -> None:
         """Recovery of the changelog is complete: drop what we lost, rebuild what we gained, re-read what arrived
@@ -133,21 +144,19 @@ class Worker:
         """A poll's worth of input (ingest.batch_fetch), aiokafka records per partition: process and persist the
         records of restored, owned partitions; then mark those partitions done for the commit and measure their
         consumer lag. Records of other partitions are deferred (see `defer`)."""
-        records, processed = [], []
+        records, ends = [], {}
         ready, owned = self.ready, self.owned
         for tp, part in polled.items():
             if ready and tp.partition in owned:
                 records.extend(part)
-                processed.append(tp)
+                ends[tp] = part[-1].offset + 1
             else:
                 self.defer(len(part))
-        await self.process(records)
+        await self.process(records, ends)
         highwater = self.app.consumer.highwater
-        for tp in processed:
+        for tp, end in ends.items():
             if not self.ready or tp.partition not in self.owned:
-                continue  # released while the batch was written: its new owner reads on from the commit
-            end = polled[tp][-1].offset + 1
-            self.positions.done(tp, end)
+                continue  # released while the batch was written
             # Consumer lag: the high watermark of the consumer's latest fetch for the partition minus the next
             # offset to process. Once per partition and batch.
             try:
@@ -177,13 +186,37 @@ class Worker:
         their partitions to read them again."""
         self.processor.counters.deferred += n
 
-    async def process(self, records: list[Any]) -> None:
-        """Process records (anything with topic, partition, offset, key, value) and persist the result."""
+    async def process(self, records: list[Any], ends: dict[Any, int] | None = None) -> None:
+        """Process records (anything with topic, partition, offset, key, value) and send their outputs; persist
+        the state when a checkpoint is due. `ends`: input partition -> offset after its last record here, marked
+        done at the checkpoint. Without it (Faust acknowledges the records itself) the state is persisted now."""
         if not records:
             return
         self.batch_sizes.observe(len(records))
         async with self.emitting:
-            await self.emit(self.processor.process(records, time.time()))
+            generation = self.generation
+            persist = ends is None or time.monotonic() >= self.next_checkpoint
+            await self.emit(self.processor.process(records, time.time(), persist=persist))
+            if ends and generation == self.generation:  # (a revocation while sending: read again afterwards)
+                self.unpersisted_ends.update(ends)
+            if persist:
+                self.checkpointed()
+
+    async def checkpoint(self) -> None:
+        """Persist everything processed so far and mark it done now: before a revocation commits (a rebalance, or
+        leaving the group at shutdown), so that no partition's new owner, nor this worker, reads it again."""
+        async with self.emitting:
+            out = Output()
+            self.processor.persist_changed(out)
+            await self.emit(out)
+            self.checkpointed()
+
+    def checkpointed(self) -> None:
+        """Everything processed so far is persisted: its input partitions are done for Faust's next commit."""
+        for tp, end in self.unpersisted_ends.items():
+            self.positions.done(tp, end)
+        self.unpersisted_ends.clear()
+        self.next_checkpoint = time.monotonic() + self.s.checkpoint_interval_s
 
     async def tick(self) -> None:
         if not self.ready:
@@ -191,11 +224,16 @@ class Worker:
         async with self.emitting:
             now = time.time()
             snapshots = self.snapshots.due(now)
+            persist = time.monotonic() >= self.next_checkpoint
             started = time.perf_counter()
             out = self.processor.tick(now, snapshots=snapshots)
             if snapshots:
                 self.snapshots.done(now, time.perf_counter() - started)
+            if persist:
+                self.processor.persist_changed(out)
             await self.emit(out)
+            if persist:
+                self.checkpointed()
 
     def exit_if_frozen(self) -> None:
         """Write nothing after a freeze near the session timeout (state/freeze_watch.py): exit to be restarted."""
@@ -346,7 +384,8 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
         worker.on_revoked()
 
     app.on_partitions_revoked.connect(on_revoked)
-    consumer_fixes.commit_before_revocation(app)
+    consumer_fixes.commit_before_revocation(app, worker.checkpoint)
+    consumer_fixes.checkpoint_at_shutdown(app, worker.checkpoint)
     consumer_fixes.shorter_fetch_wait(app, settings.fetch_max_wait_ms)
 
     @app.timer(interval=tick_interval(settings))

@@ -5,8 +5,9 @@ very same class from plain lists, so every rule can be tested without a broker.
 
 Per batch: decode and validate every record (rejects become dead letters), forward valid records that sit on
 the wrong partition, apply the rest to their EventState in partition order, then once per touched event bring
-derived state up to date, collect closed minute windows, and list the state keys to persist (in the order
-EventState.take_writes gives, the event record last -- see README "Commit order").
+derived state up to date and collect closed minute windows. When asked to persist (after every batch, or once
+per checkpoint interval: the worker decides), list the state keys every event changed since the last persist,
+in the order EventState.take_writes gives, the event record last -- see README "Commit order".
 """
 
 from __future__ import annotations
@@ -125,10 +126,13 @@ class Processor:
         self.ledger_partition: dict[str, int] = {}
         self.roi_views: dict[str, dict] = {}  # event_id -> latest ROI record
         self.counters = Counters()
+        self._unpersisted: dict[str, EventState] = {}  # events changed since the last persist
         self._topic_index = {settings.topic_interactions: 0, settings.topic_rekeyed: 1, settings.topic_events: 2}
 
     # ------------------------------------------------------------------ batches
-    def process(self, batch: Sequence[InputRecord], wall_now: float) -> Output:
+    def process(self, batch: Sequence[InputRecord], wall_now: float, *, persist: bool = True) -> Output:
+        """Apply a batch. With `persist`, `out.state` lists what every event changed since the last persist; the
+        caller must have it written before the next call (EventState.take_writes)."""
         out = Output()
         now_ms = int(wall_now * 1000)
         s, c = self.s, self.counters
@@ -189,7 +193,9 @@ class Processor:
         for ev in touched.values():
             ev.advance()
             out.minutes.extend(ev.take_closed_windows())
-            self._persist(ev, out)
+        self._unpersisted.update(touched)
+        if persist:
+            self.persist_changed(out)
         for organizer, ledger in ledgers.items():
             out.roi.extend(ledger.changed())
             ledger.expire()
@@ -267,9 +273,22 @@ class Processor:
             return rec.partition  # keyed right: trust the producer's partitioner, whatever it is
         return partition_for(event_id.encode(), self.partitions)
 
+    def persist_changed(self, out: Output) -> None:
+        """The state records of every event changed since the last persist (a checkpoint)."""
+        events = self.events
+        for event_id, ev in self._unpersisted.items():
+            if events.get(event_id) is ev:  # (not expired or handed over in between)
+                self._persist(ev, out)
+        self._unpersisted.clear()
+
+    @property
+    def unpersisted(self) -> int:
+        """Events with changes not yet listed for persisting."""
+        return len(self._unpersisted)
+
     # ------------------------------------------------------------------ periodic work
     def tick(self, wall_now: float, *, snapshots: bool) -> Output:
-        """Summaries that are due, retention expiry, and (when asked) live snapshots of active events."""
+        """Summaries that are due (persisted at once), retention expiry, and (when asked) live snapshots."""
         out = Output()
         for event_id, ev in list(self.events.items()):
             if ev.summary_due(wall_now):
@@ -309,6 +328,7 @@ class Processor:
     def _expire(self, event_id: str, out: Output, wall_now: float) -> None:
         ev = self.events.pop(event_id)
         self.views.pop(event_id, None)
+        self._unpersisted.pop(event_id, None)
         partition = self.event_partition.pop(event_id)
         for kind, name in ev.persisted_names():  # (the event record last)
             out.state.append((partition, state_key(event_id, kind, name), None))
@@ -363,6 +383,7 @@ class Processor:
             del self.events[event_id]
             del self.event_partition[event_id]
             self.views.pop(event_id, None)
+            self._unpersisted.pop(event_id, None)
         for organizer in [o for o, p in self.ledger_partition.items() if p in partitions]:
             for event_id in self.ledgers.pop(organizer).events:
                 self.roi_views.pop(event_id, None)

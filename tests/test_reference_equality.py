@@ -336,32 +336,36 @@ def test_simulated_webinar_equals_the_reference(seed):
     compare(got, arrivals_of(raw), got.processor)
 
 
+@pytest.mark.parametrize("checkpoint_every", [1, 4])
 @pytest.mark.parametrize("horizon_s", [600, 45])
 @pytest.mark.parametrize("seed", [20, 24, 30, 31, 32, 33])
-def test_restart_after_a_partly_persisted_batch(seed, horizon_s):
-    """A crash while the last batch's state records are written: any prefix of them reached the changelog (attendee
-    records newer than the event record). The replay from the committed offset must still equal the reference.
-    The short de-duplication horizon, re-sends and really late records make ids leave the memory within a batch."""
+def test_restart_after_a_partly_persisted_batch(seed, horizon_s, checkpoint_every):
+    """A crash while a checkpoint's state records are written (after every batch, or every 4th: the worker's
+    checkpoint interval): any prefix of them reached the changelog (attendee records newer than the event record),
+    and outputs of the batches since the previous checkpoint were sent. The replay from the committed offset (the
+    previous checkpoint's) must still equal the reference. The short de-duplication horizon, re-sends and really
+    late records make ids leave the memory within a batch."""
     rnd = random.Random(seed)
     settings = SETTINGS.model_copy(update={"dedup_horizon_s": horizon_s})
     shape = Shape(attendees=10, duration_s=600) if horizon_s == 600 else \
         Shape(attendees=10, duration_s=600, dup_rate=0.15, late_rate=0.05)
     arrivals = scenario(seed, {f"r-{i}": shape for i in range(2)})
     raw = kafka_records(arrivals, 1, seed=5)
-    bs = rnd.choice([7, 50, 100])
-    split = rnd.randrange(bs, len(raw))
-    split -= split % bs
+    bs = rnd.choice([7, 50, 100] if checkpoint_every == 1 else [7, 20, 25])
+    span = bs * checkpoint_every  # input between two checkpoints
+    split = rnd.randrange(span, len(raw))
+    split -= split % span
     first, before = Processor(settings, partitions=1), Collected()
-    for i in range(0, split, bs):
-        out = first.process(raw[i:i + bs], NOW_S)
-        if i + bs >= split:  # the worker dies while this batch's state records are being produced
+    for n, i in enumerate(range(0, split, bs)):
+        out = first.process(raw[i:i + bs], NOW_S, persist=n % checkpoint_every == checkpoint_every - 1)
+        if i + bs >= split:  # the worker dies while this checkpoint's state records are being produced
             out.state = out.state[:rnd.randrange(len(out.state) + 1)]
         before.add(out)
     second, after = Processor(settings, partitions=1), Collected()
     second.restore(0, list(before.state.items()), NOW_S)
-    rest = raw[max(0, split - bs - rnd.randrange(100)):]
-    for i in range(0, len(rest), bs):
-        after.add(second.process(rest[i:i + bs], NOW_S))
+    rest = raw[max(0, split - span - rnd.randrange(100)):]
+    for n, i in enumerate(range(0, len(rest), bs)):
+        after.add(second.process(rest[i:i + bs], NOW_S, persist=n % checkpoint_every == checkpoint_every - 1))
     after.add(second.tick(NOW_S + 86_400, snapshots=False))
     windows = {(m["event_id"], m["window_start"]): m for m in before.minutes + after.minutes}
     compare(Collected(minutes=list(windows.values()), summaries={**before.summaries, **after.summaries},

@@ -1,8 +1,8 @@
 """State of one webinar: de-duplication, presence, windows and the figures published about it.
 
-Plain Python, no framework: the Faust wiring feeds records in, calls `advance()` once per batch, persists the
-keys returned by `take_dirty()`, and publishes what `snapshot()`, `take_closed_windows()`, `summary()` and
-`leads()` return. Every rule is in README "Semantics"; the batch reference in tests/ implements the same rules
+Plain Python, no framework: the Faust wiring feeds records in, calls `advance()` once per batch, persists what
+`take_writes()` returns (after a batch, or once per checkpoint of several batches) before the next `advance()`,
+and publishes what `snapshot()`, `take_closed_windows()`, `summary()` and `leads()` return. Every rule is in README "Semantics"; the batch reference in tests/ implements the same rules
 independently.
 
 Idempotence under at-least-once delivery: an attendee remembers recent interaction ids together with the
@@ -12,18 +12,18 @@ highest offset it has applied. The same id at another offset is a real duplicate
 an event lives on one partition, any interaction at an offset not above the highest one the event has applied
 is a redelivery too (this also covers records older than the id memory, e.g. registrations days ahead).
 
-What is persisted (`take_writes()`, in this order): one *ids* record per batch with the ids remembered in it,
+What is persisted (`take_writes()`, in this order): one *ids* record per persist with the ids remembered since,
 the attendees touched, each minute window once as it is emitted, tombstones of ids records wholly behind the
 horizon, and the event record last. Ids and windows are written once rather than with every attendee or event
 record: in a live webinar nearly every record touches an attendee, and re-writing their id memory (and the
 event's whole attendance curve) each time made state writes several times bigger than the input.
 
-A crash while one batch's state records are written leaves any prefix of them (the batch is not one atomic
-write). Replaying that batch must still be exact, so nothing a record holds may depend on a later record of the
-same batch: each attendee keeps the highest offset applied to it (an older one is a redelivery even if its id
+A crash while one persist's state records are written leaves any prefix of them (they are not one atomic
+write). Replaying the batches since the previous persist must still be exact, so nothing a record holds may
+depend on a later record of the same persist: each attendee keeps the highest offset applied to it (an older one is a redelivery even if its id
 has left the memory; an id remembered at that very offset is the same record, applied or not), ids are forgotten
 by the clock of the last *persisted* event record (and an id older than the horizon counts as unseen wherever it
-is still held), and sessions leave memory only one persist after their window was emitted.
+is still held), and sessions leave memory only after the persist that wrote their window.
 """
 
 from __future__ import annotations
@@ -288,7 +288,10 @@ class EventState:
         self._members: dict[int, set[str]] = {}
         self._timers: dict[int, str | set[str]] = {}  # idle deadline -> attendee(s) to re-check then
         self._timer_heap: list[int] = []
-        self._prune_due: list[tuple[int, set[str]]] = []  # (window end, its members): prune at the next advance
+        # (window end, its members) of emitted windows: sessions in them leave memory only once the window records
+        # are persisted (_prune_unsaved -> take_writes -> _prune_due -> the next advance).
+        self._prune_unsaved: list[tuple[int, set[str]]] = []
+        self._prune_due: list[tuple[int, set[str]]] = []
         self._touched: set[str] = set()
         self._dirty: set[str] = set()
         self._event_dirty = False
@@ -414,7 +417,7 @@ class EventState:
         """Bring derived state up to the clock: refresh touched attendees, time out the silent, close windows."""
         clock = self.clock if self.clock is not None else (self.ended or 0)
         p = self.p
-        if self._prune_due:  # the windows emitted by an earlier call are persisted by now
+        if self._prune_due:  # windows handed out by an earlier take_writes: persisted by now
             for end, member_ids in self._prune_due:
                 for aid in member_ids:
                     self.attendees[aid].prune(end)
@@ -516,9 +519,10 @@ class EventState:
             for s_start, dwell_end, depart, _ in sessions:
                 if start <= depart < end and depart != _OPEN:
                     self._observe_session(dwell_end - s_start)
-        # Not pruned yet: an attendee record persisted with this batch must not lose sessions the event record of
-        # the same batch (next_window) may not reach the changelog with (module docstring).
-        self._prune_due.append((end, member_ids))
+        # Not pruned yet: an attendee record persisted with this window must not lose sessions the event record
+        # written with it (next_window) may not reach the changelog with (module docstring). Persisting may come
+        # several batches later (a checkpoint interval): pruning waits for the take_writes that hands it out.
+        self._prune_unsaved.append((end, member_ids))
         self.peak_closed = max(self.peak_closed, figures["peak_concurrent"])
         self.curve.append(record)
         self._unsaved_windows.append(record)
@@ -783,6 +787,9 @@ class EventState:
         if self._unsaved_windows:
             writes.extend((WINDOW, w["window_start"], w) for w in self._unsaved_windows)
             self._unsaved_windows = []
+        if self._prune_unsaved:  # persisted before the next advance (the caller's contract)
+            self._prune_due.extend(self._prune_unsaved)
+            self._prune_unsaved = []
         records = self._id_records
         while records and records[0][0] < horizon:  # every id in it is forgotten (lookups ignore them already)
             writes.append((IDS, heapq.heappop(records)[1], None))

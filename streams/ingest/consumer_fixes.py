@@ -6,6 +6,7 @@ This is the only module that reaches into Faust's consumer internals; each fix n
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -13,8 +14,9 @@ import faust
 log = logging.getLogger("livepulse.consumer")
 
 
-def commit_before_revocation(app: faust.App) -> None:
-    """Commit the acknowledged offsets when a rebalance revokes partitions, before Faust forgets them.
+def commit_before_revocation(app: faust.App, checkpoint: Callable[[], Awaitable[None]]) -> None:
+    """Checkpoint (persist what was processed and mark it done), then commit the acknowledged offsets when a
+    rebalance revokes partitions, before Faust forgets them (also when the worker leaves the group at shutdown).
 
     faust-streaming's consumer drops the acknowledged-but-not-yet-committed offsets of revoked partitions and only
     then commits (faust-streaming/faust#502), and an eager rebalance revokes every partition, also those the worker
@@ -28,13 +30,34 @@ def commit_before_revocation(app: faust.App) -> None:
 
     async def on_partitions_revoked(revoked: set) -> None:
         try:
+            await checkpoint()
             await consumer.commit()
         except Exception:
-            log.warning("committing offsets before the rebalance failed; their records will be replayed",
+            log.warning("checkpointing or committing before the rebalance failed; their records will be replayed",
                         exc_info=True)
         await revoke(revoked)
 
     consumer.on_partitions_revoked = on_partitions_revoked
+
+
+def checkpoint_at_shutdown(app: faust.App, checkpoint: Callable[[], Awaitable[None]]) -> None:
+    """Checkpoint once input has stopped flowing at shutdown, before the tables stop and the consumer's last commit.
+
+    faust-streaming stops a worker by stopping the fetcher, then the tables, then commits (App._stop_consumer,
+    Consumer.on_stop); leaving the group there does not go through the revocation above. Without this, what was
+    processed since the last checkpoint would be read again after every restart (a rolling deploy).
+    """
+    stop_fetcher = app._stop_fetcher
+
+    async def stop_fetcher_then_checkpoint() -> None:
+        await stop_fetcher()
+        try:
+            await checkpoint()
+        except Exception:
+            log.warning("the checkpoint at shutdown failed; what was processed since the last one will be read "
+                        "again", exc_info=True)
+
+    app._stop_fetcher = stop_fetcher_then_checkpoint
 
 
 async def rewind_to_committed(app: faust.App, topics: set[str], partitions: set[int]) -> None:

@@ -134,12 +134,15 @@ def _as_sim(raw):
     return [SimRecord("events" if r.topic.endswith(".events") else "interactions", r.key, r.value, 0) for r in raw]
 
 
-@pytest.mark.parametrize(("store", "static"), [("rocksdb", False), ("memory", False), ("rocksdb", True)],
-                         ids=["rocksdb", "memory", "rocksdb-static-membership"])
-def test_worker_killed_mid_event_changes_no_final_number(broker, tmp_path, store, static):
+@pytest.mark.parametrize(("store", "static", "checkpoint_s"),
+                         [("rocksdb", False, "1"), ("memory", False, "1"), ("rocksdb", True, "1"), ("rocksdb", False, "0")],
+                         ids=["rocksdb", "memory", "rocksdb-static-membership", "rocksdb-checkpoint-every-poll"])
+def test_worker_killed_mid_event_changes_no_final_number(broker, tmp_path, store, static, checkpoint_s):
     """kill -9 mid-stream and restart on the same data dir; with LIVEPULSE_GROUP_INSTANCE_ID the restarted worker
-    takes its partitions back without waiting out the dead member's session."""
-    env = {"LIVEPULSE_STORE": store} | ({"LIVEPULSE_GROUP_INSTANCE_ID": "w1"} if static else {})
+    takes its partitions back without waiting out the dead member's session. Checkpoints every second (the
+    default: the kill lands between two, the input since the last is read again) or after every poll."""
+    env = {"LIVEPULSE_STORE": store, "LIVEPULSE_CHECKPOINT_INTERVAL_S": checkpoint_s} | \
+        ({"LIVEPULSE_GROUP_INSTANCE_ID": "w1"} if static else {})
     pipe = Pipeline(broker, tmp_path, partitions=2, extra_env=env)
     raw, sentinels = scenario(seed=33, events=2, partitions=2)
     expected = expected_of(raw, sentinels, pipe.settings)

@@ -141,9 +141,9 @@ class Worker:
 
     # ------------------------------------------------------------------ the hot path
     async def handle_polled(self, polled: dict[Any, list[Any]]) -> None:
-        """A poll's worth of input (ingest.batch_fetch), aiokafka records per partition: process and persist the
-        records of restored, owned partitions; then mark those partitions done for the commit and measure their
-        consumer lag. Records of other partitions are deferred (see `defer`)."""
+        """A poll's worth of input (ingest.batch_fetch), aiokafka records per partition: process the records of
+        restored, owned partitions (marked done for the commit at the next checkpoint, see `process`) and measure
+        their consumer lag. Records of other partitions are deferred (see `defer`)."""
         records, ends = [], {}
         ready, owned = self.ready, self.owned
         for tp, part in polled.items():

@@ -30,6 +30,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streams import hot_path, kafka
+from streams.heap import release_free_memory
 from streams.ingest import batch_fetch, consumer_fixes
 from streams.outputs.batches import MAX_BATCH_BYTES, BatchSender
 from streams.outputs.metrics import BatchSizes, ConsumerLag, LivePulseCollector
@@ -135,6 +136,7 @@ class Worker:
         await consumer_fixes.rewind_to_committed(self.app, self.source_topics, active)
         self.ready = True
         gc.freeze()
+        release_free_memory()  # (what restoring the records took: streams/heap.py)
         log.info("partitions %s: restored %d events in %.3f s (released %s); reading on from the committed offsets "
                  "(%d records deferred so far)", sorted(active), restored, time.monotonic() - started, sorted(lost),
                  self.processor.counters.deferred)
@@ -234,6 +236,8 @@ class Worker:
             await self.emit(out)
             if persist:
                 self.checkpointed()
+            del out
+            release_free_memory()  # (once per tick: streams/heap.py)
 
     def exit_if_frozen(self) -> None:
         """Write nothing after a freeze near the session timeout (state/freeze_watch.py): exit to be restarted."""

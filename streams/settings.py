@@ -120,11 +120,12 @@ class Settings(BaseSettings):
         "left the worker idle between polls).",
     )
     checkpoint_interval_s: float = Field(
-        1.0, ge=0, le=60,
+        0.0, ge=0, le=60,
         description="How often processed input is made durable: the state it changed is written to the changelog "
-        "and its offsets are marked for commit. An attendee busy in every poll is then written once per interval "
-        "instead of once per poll (less CPU, fewer changelog bytes); after a crash, up to this much input is read "
-        "again (idempotent) and the outputs it made may be sent twice. 0: after every poll.",
+        "and its offsets are marked for commit. 0 (the default): after every poll. Longer: an attendee busy in "
+        "several polls is written once per interval (fewer changelog writes when catching up), but the state "
+        "records of a whole interval are built at once (a higher memory peak while an audience joins), and after "
+        "a crash up to this much input is read again (idempotent; the outputs it made may be sent twice).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     session_timeout_s: float = Field(

@@ -135,12 +135,12 @@ def _as_sim(raw):
 
 
 @pytest.mark.parametrize(("store", "static", "checkpoint_s"),
-                         [("rocksdb", False, "1"), ("memory", False, "1"), ("rocksdb", True, "1"), ("rocksdb", False, "0")],
-                         ids=["rocksdb", "memory", "rocksdb-static-membership", "rocksdb-checkpoint-every-poll"])
+                         [("rocksdb", False, "0"), ("memory", False, "0"), ("rocksdb", True, "0"), ("rocksdb", False, "1")],
+                         ids=["rocksdb", "memory", "rocksdb-static-membership", "rocksdb-checkpoint-every-second"])
 def test_worker_killed_mid_event_changes_no_final_number(broker, tmp_path, store, static, checkpoint_s):
     """kill -9 mid-stream and restart on the same data dir; with LIVEPULSE_GROUP_INSTANCE_ID the restarted worker
-    takes its partitions back without waiting out the dead member's session. Checkpoints every second (the
-    default: the kill lands between two, the input since the last is read again) or after every poll."""
+    takes its partitions back without waiting out the dead member's session. Checkpoints after every poll (the
+    default) or every second (the kill lands between two: the input since the last is read again)."""
     env = {"LIVEPULSE_STORE": store, "LIVEPULSE_CHECKPOINT_INTERVAL_S": checkpoint_s} | \
         ({"LIVEPULSE_GROUP_INSTANCE_ID": "w1"} if static else {})
     pipe = Pipeline(broker, tmp_path, partitions=2, extra_env=env)

@@ -1,0 +1,34 @@
+"""Give memory the process has freed back to the operating system (glibc's malloc_trim).
+
+The worker frees large transient buffers after every batch and checkpoint (decoded records, state records, record
+batches) while millions of long-lived attendee objects keep growing around them. glibc keeps freed memory inside
+its heap unless it lies at the very top, so RSS climbed far above what was live: with 1,000,000 present attendees
+in-process, 911 MiB of RSS held 5.26 million live blocks either way, and malloc_trim(0) brought it to 825 MiB
+(persisting every batch) or from 1,186 MiB to 830 MiB (persisting every sixth). It takes 7-25 ms with that heap,
+so the worker calls it at most once per tick. Elsewhere than glibc (musl, macOS) it does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from collections.abc import Callable
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_free_memory() -> bool:
+    """Return free heap pages to the OS; False where the C library cannot."""
+    if _TRIM is None:
+        return False
+    _TRIM(0)
+    return True

@@ -96,16 +96,15 @@ class Worker:
         # once the state it changed is written, at most every checkpoint_interval_s.
         self.unpersisted_ends: dict[Any, int] = {}  # input partition -> offset after its last processed record
         self.next_checkpoint = 0.0  # (time.monotonic)
-        self.generation = 0  # bumped by each revocation: input processed before it is read again afterwards
         table.on_recovered = self.on_recovered
 
     # ------------------------------------------------------------------ rebalances
     def on_revoked(self) -> None:
         self.ready = False
         # Not yet persisted, so not to be committed: every partition kept or gained is rewound to its committed
-        # offset after the rebalance (on_recovered) and those records come again (redeliveries, skipped).
+        # offset after the rebalance (on_recovered) and those records come again (redeliveries, skipped). This
+        # also drops the ends of a batch still being sent.
         self.unpersisted_ends.clear()
-        self.generation += 1
 
     async def on_recovered(self, active: set[int]) -> None:
         """Recovery of the changelog is complete: drop what we lost, rebuild what we gained, re-read what arrived
@@ -196,29 +195,30 @@ class Worker:
             return
         self.batch_sizes.observe(len(records))
         async with self.emitting:
-            generation = self.generation
-            persist = ends is None or time.monotonic() >= self.next_checkpoint
-            await self.emit(self.processor.process(records, time.time(), persist=persist))
-            if ends and generation == self.generation:  # (a revocation while sending: read again afterwards)
-                self.unpersisted_ends.update(ends)
-            if persist:
-                self.checkpointed()
+            self.unpersisted_ends.update(ends or {})
+            out = self.processor.process(records, time.time(), persist=False)
+            await self.send(out, checkpoint=ends is None or self.checkpoint_due())
 
     async def checkpoint(self) -> None:
-        """Persist everything processed so far and mark it done now: before a revocation commits (a rebalance, or
-        leaving the group at shutdown), so that no partition's new owner, nor this worker, reads it again."""
+        """Persist everything processed so far and mark it done now: before a revocation commits, and at shutdown,
+        so that no partition's new owner, nor this worker, reads it again."""
         async with self.emitting:
-            out = Output()
-            self.processor.persist_changed(out)
-            await self.emit(out)
-            self.checkpointed()
+            await self.send(Output(), checkpoint=True)
 
-    def checkpointed(self) -> None:
-        """Everything processed so far is persisted: its input partitions are done for Faust's next commit."""
-        for tp, end in self.unpersisted_ends.items():
-            self.positions.done(tp, end)
-        self.unpersisted_ends.clear()
-        self.next_checkpoint = time.monotonic() + self.s.checkpoint_interval_s
+    def checkpoint_due(self) -> bool:
+        return time.monotonic() >= self.next_checkpoint
+
+    async def send(self, out: Output, *, checkpoint: bool) -> None:
+        """Emit `out`; at a checkpoint, with the state changed since the last one, then mark the input processed
+        since then done for Faust's next commit."""
+        if checkpoint:
+            self.processor.persist_changed(out)
+        await self.emit(out)
+        if checkpoint:
+            for tp, end in self.unpersisted_ends.items():
+                self.positions.done(tp, end)
+            self.unpersisted_ends.clear()
+            self.next_checkpoint = time.monotonic() + self.s.checkpoint_interval_s
 
     async def tick(self) -> None:
         if not self.ready:
@@ -226,16 +226,11 @@ class Worker:
         async with self.emitting:
             now = time.time()
             snapshots = self.snapshots.due(now)
-            persist = time.monotonic() >= self.next_checkpoint
             started = time.perf_counter()
             out = self.processor.tick(now, snapshots=snapshots)
             if snapshots:
                 self.snapshots.done(now, time.perf_counter() - started)
-            if persist:
-                self.processor.persist_changed(out)
-            await self.emit(out)
-            if persist:
-                self.checkpointed()
+            await self.send(out, checkpoint=self.checkpoint_due())
             del out
             release_free_memory()  # (once per tick: streams/heap.py)
 

@@ -281,11 +281,6 @@ class Processor:
                 self._persist(ev, out)
         self._unpersisted.clear()
 
-    @property
-    def unpersisted(self) -> int:
-        """Events with changes not yet listed for persisting."""
-        return len(self._unpersisted)
-
     # ------------------------------------------------------------------ periodic work
     def tick(self, wall_now: float, *, snapshots: bool) -> Output:
         """Summaries that are due (persisted at once), retention expiry, and (when asked) live snapshots."""

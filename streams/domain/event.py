@@ -2,8 +2,8 @@
 
 Plain Python, no framework: the Faust wiring feeds records in, calls `advance()` once per batch, persists what
 `take_writes()` returns (after a batch, or once per checkpoint of several batches) before the next `advance()`,
-and publishes what `snapshot()`, `take_closed_windows()`, `summary()` and `leads()` return. Every rule is in README "Semantics"; the batch reference in tests/ implements the same rules
-independently.
+and publishes what `snapshot()`, `take_closed_windows()`, `summary()` and `leads()` return. Every rule is in
+README "Semantics"; the batch reference in tests/ implements the same rules independently.
 
 Idempotence under at-least-once delivery: an attendee remembers recent interaction ids together with the
 (topic, offset) they came from. The same id at the same offset is a redelivery after a restart: the attendee
@@ -20,10 +20,11 @@ event's whole attendance curve) each time made state writes several times bigger
 
 A crash while one persist's state records are written leaves any prefix of them (they are not one atomic
 write). Replaying the batches since the previous persist must still be exact, so nothing a record holds may
-depend on a later record of the same persist: each attendee keeps the highest offset applied to it (an older one is a redelivery even if its id
-has left the memory; an id remembered at that very offset is the same record, applied or not), ids are forgotten
-by the clock of the last *persisted* event record (and an id older than the horizon counts as unseen wherever it
-is still held), and sessions leave memory only after the persist that wrote their window.
+depend on a later record of the same persist: each attendee keeps the highest offset applied to it (an older one
+is a redelivery even if its id has left the memory; an id remembered at that very offset is the same record,
+applied or not), ids are forgotten by the clock of the last *persisted* event record (and an id older than the
+horizon counts as unseen wherever it is still held), and sessions leave memory only after the persist that wrote
+their window.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ log = logging.getLogger("livepulse.consumer")
 
 def commit_before_revocation(app: faust.App, checkpoint: Callable[[], Awaitable[None]]) -> None:
     """Checkpoint (persist what was processed and mark it done), then commit the acknowledged offsets when a
-    rebalance revokes partitions, before Faust forgets them (also when the worker leaves the group at shutdown).
+    rebalance revokes partitions, before Faust forgets them.
 
     faust-streaming's consumer drops the acknowledged-but-not-yet-committed offsets of revoked partitions and only
     then commits (faust-streaming/faust#502), and an eager rebalance revokes every partition, also those the worker

@@ -180,6 +180,7 @@ def measure_throughput(worker: Worker, expected: int, *, timeout: float, poll_s:
     parse costs this process more, both taken from the worker's CPU on a small machine."""
     started = time.monotonic()
     first: tuple[float, float, float | None] | None = None  # (time, processed, CPU s) at the first poll seeing any
+    idle: tuple[float, float, float | None] | None = None  # the same at the last poll that saw none
     last: tuple[float, float, float | None] | None = None
     baseline_rss: int | None = None
     peak_present = (0.0, 0, 0.0)  # (present attendees, RSS growth, t)
@@ -198,6 +199,8 @@ def measure_throughput(worker: Worker, expected: int, *, timeout: float, poll_s:
         mem = worker.memory()
         if done is not None:
             rss = mem.get("VmRSS", 0)
+            if done == 0:
+                idle = (now, 0.0, worker.cpu_seconds())
             if done > 0 and first is None:
                 first = (now, done, worker.cpu_seconds())
                 baseline_rss = rss
@@ -218,6 +221,10 @@ def measure_throughput(worker: Worker, expected: int, *, timeout: float, poll_s:
         time.sleep(poll_s)
     mem = worker.memory()
     records, seconds, cpu = 0.0, 0.0, None
+    if first and last and last[0] == first[0] and idle:
+        # Everything was processed between two polls (a small workload): measure from the last poll that saw
+        # nothing instead, which counts up to one poll interval of idle time too (a lower bound of the rate).
+        first = idle
     if first and last and last[0] > first[0]:
         records, seconds = last[1] - first[1], last[0] - first[0]
         if first[2] is not None and last[2] is not None and last[2] > first[2]:

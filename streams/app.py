@@ -30,7 +30,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from streams import hot_path, kafka
-from streams.heap import release_free_memory
+from streams.heap import TrimWhenQuiet, release_free_memory
 from streams.ingest import batch_fetch, consumer_fixes
 from streams.outputs.batches import MAX_BATCH_BYTES, BatchSender
 from streams.outputs.metrics import BatchSizes, ConsumerLag, LivePulseCollector
@@ -96,6 +96,7 @@ class Worker:
         # once the state it changed is written, at most every checkpoint_interval_s.
         self.unpersisted_ends: dict[Any, int] = {}  # input partition -> offset after its last processed record
         self.next_checkpoint = 0.0  # (time.monotonic)
+        self.heap_trim = TrimWhenQuiet()  # freed heap memory back to the OS after a burst (streams/heap.py)
         table.on_recovered = self.on_recovered
 
     # ------------------------------------------------------------------ rebalances
@@ -194,6 +195,7 @@ class Worker:
         if not records:
             return
         self.batch_sizes.observe(len(records))
+        self.heap_trim.busy()
         async with self.emitting:
             self.unpersisted_ends.update(ends or {})
             out = self.processor.process(records, time.time(), persist=False)
@@ -232,7 +234,7 @@ class Worker:
                 self.snapshots.done(now, time.perf_counter() - started)
             await self.send(out, checkpoint=self.checkpoint_due())
             del out
-            release_free_memory()  # (once per tick: streams/heap.py)
+        self.heap_trim.tick()
 
     def exit_if_frozen(self) -> None:
         """Write nothing after a freeze near the session timeout (state/freeze_watch.py): exit to be restarted."""

@@ -4,7 +4,7 @@ import platform
 
 import pytest
 
-from streams.heap import release_free_memory
+from streams.heap import TrimWhenQuiet, release_free_memory
 
 
 def rss_kib() -> int:
@@ -24,3 +24,20 @@ def test_freed_heap_memory_is_returned():
     after = rss_kib()
     assert before - after > 50 * 1024, f"RSS {before} KiB -> {after} KiB"
     assert len(kept) == 7_500
+
+
+def test_trims_once_on_the_first_quiet_tick_after_work_and_never_under_load():
+    trims = []
+    policy = TrimWhenQuiet(lambda: trims.append(1) or True)
+    assert not policy.tick()  # nothing processed yet: nothing to give back
+    for _ in range(5):  # under load every tick saw a batch: the next polls would fault trimmed pages in again
+        policy.busy()
+        assert not policy.tick()
+    assert trims == []
+    assert policy.tick()  # the first quiet tick after the burst
+    assert not policy.tick() and not policy.tick()  # once per burst, not at every idle tick
+    policy.busy()
+    policy.busy()
+    assert not policy.tick()
+    assert policy.tick()
+    assert trims == [1, 1]

@@ -67,7 +67,7 @@ def restore_figures(log_path: Path) -> dict:
 
 
 def run(broker: str, run_id: str, work: Path, logs: Path, *, attendees: int, events: int, partitions: int,
-        progress: lp.Progress) -> dict:
+        progress: lp.Progress, worker_env: dict[str, str] | None = None) -> dict:
     """Produce, hold, measure, kill -9, restart. Raises lp.WorkerCrashed if the worker exits on its own."""
     from streams.bench.workload import produce_bulk
     from streams.kafka import ensure_topics
@@ -96,7 +96,8 @@ def run(broker: str, run_id: str, work: Path, logs: Path, *, attendees: int, eve
     progress(f"attendees: produced {total:,} records in {took:.1f} s; starting a fresh worker")
 
     # Static group membership, as deploy/k8s runs workers: the restart does not wait out the dead member's session.
-    env = {"LIVEPULSE_PARTITIONS": str(partitions), "LIVEPULSE_GROUP_INSTANCE_ID": f"{run_id}-att-worker"}
+    env = {**(worker_env or {}), "LIVEPULSE_PARTITIONS": str(partitions),
+           "LIVEPULSE_GROUP_INSTANCE_ID": f"{run_id}-att-worker"}
     out["group_instance_id"] = env["LIVEPULSE_GROUP_INSTANCE_ID"]
     per_event = -(-attendees // events)
     if per_event > Settings.model_fields["max_attendees_per_event"].default:  # the cap would reject the rest

@@ -134,6 +134,8 @@ def render_table(result: dict) -> str:
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     extra = [f"LivePulse hot path: {_hot_path_note(result)}"]
+    if result.get("worker_settings"):
+        extra.append("worker settings: " + ", ".join(f"{k}={v}" for k, v in result["worker_settings"].items()))
     fr = result.get("freshness")
     if fr and not fr.get("skipped") and not fr.get("error"):
         m, live = fr["metrics"], fr["live_topic"]
@@ -271,12 +273,22 @@ def _state_figures(collected) -> dict:
               help="Present attendees held by one worker in the attendees phase.")
 @click.option("--attendee-events", type=click.IntRange(1), default=20, show_default=True,
               help="Concurrent events the attendees phase spreads them over.")
+@click.option("--worker-setting", "worker_settings", multiple=True, metavar="NAME=VALUE",
+              help="A LivePulse setting for every worker of the run, e.g. checkpoint_interval_s=1 (repeatable; "
+              "the names of README \"Configuration\", LIVEPULSE_ optional). Otherwise workers run on the defaults: "
+              "the bench ignores LIVEPULSE_ variables of its own environment.")
 @click.option("--profile", is_flag=True, help="py-spy the worker during its throughput phase (needs py-spy).")
 @click.option("--quick", is_flag=True, help=f"Small preset for tests: {QUICK}.")
 def bench_command(records: int, events: int, seed: int, partitions: int, output_dir: Path, broker: str | None,
                   skip: tuple[str, ...], fresh_rate: float, fresh_seconds: float, attendees: int, attendee_events: int,
-                  profile: bool, quick: bool) -> None:
+                  worker_settings: tuple[str, ...], profile: bool, quick: bool) -> None:
     """Benchmark LivePulse against a bare consumer and two peer implementations (Faust, Quix Streams)."""
+    from streams.bench.livepulse_run import worker_settings_env
+
+    try:
+        worker_env = worker_settings_env(worker_settings)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--worker-setting") from None
     if quick:
         records, events = QUICK["records"], QUICK["events"]
         fresh_rate, fresh_seconds, attendees = QUICK["fresh_rate"], QUICK["fresh_seconds"], QUICK["attendees"]
@@ -287,7 +299,8 @@ def bench_command(records: int, events: int, seed: int, partitions: int, output_
     logs = output_dir / f"{run}-logs"
     logs.mkdir(exist_ok=True)
     result: dict = {"run": run, "date": stamp.isoformat(timespec="seconds"), "machine": _machine(),
-                    "versions": _versions(), "hot_path": hot_path(), "contestants": {}, "crashed": []}
+                    "versions": _versions(), "hot_path": hot_path(), "worker_settings": worker_env,
+                    "contestants": {}, "crashed": []}
     _echo(f"LivePulse hot path: {_hot_path_note(result)}")
     embedded = None
     try:
@@ -303,9 +316,9 @@ def bench_command(records: int, events: int, seed: int, partitions: int, output_
         else:
             _bench(result, broker, run, work, logs, records=records, events=events, seed=seed,
                    partitions=partitions, skip=set(skip), fresh_rate=fresh_rate, fresh_seconds=fresh_seconds,
-                   profile=profile)
+                   profile=profile, worker_env=worker_env)
         _attendees(result, broker, run, work, logs, attendees=attendees, events=attendee_events,
-                   partitions=partitions, skip=set(skip))
+                   partitions=partitions, skip=set(skip), worker_env=worker_env)
     except Exception as exc:  # noqa: BLE001 - a crash is reported in the result, then the exit code
         result["crashed"].append(f"bench: {type(exc).__name__}: {exc}")
         _echo(f"CRASH: {type(exc).__name__}: {exc}")
@@ -329,7 +342,8 @@ def bench_command(records: int, events: int, seed: int, partitions: int, output_
 
 
 def _bench(result: dict, broker: str, run: str, work: Path, logs: Path, *, records: int, events: int, seed: int,
-           partitions: int, skip: set[str], fresh_rate: float, fresh_seconds: float, profile: bool) -> None:
+           partitions: int, skip: set[str], fresh_rate: float, fresh_seconds: float, profile: bool,
+           worker_env: dict[str, str]) -> None:
     from streams.bench import livepulse_run as lp
     from streams.bench import workload
     from streams.kafka import ensure_topics
@@ -398,7 +412,7 @@ def _bench(result: dict, broker: str, run: str, work: Path, logs: Path, *, recor
         result["contestants"]["livepulse"] = {"skipped": "--skip"}
         return
     worker = lp.Worker(broker, f"{run}-livepulse", topics, work / "livepulse-data", logs / "worker.log",
-                       snapshot_interval_s=1.0, extra_env={"LIVEPULSE_PARTITIONS": str(partitions)})
+                       snapshot_interval_s=1.0, extra_env={**worker_env, "LIVEPULSE_PARTITIONS": str(partitions)})
     _echo(f"livepulse: starting `livepulse worker` (app id {worker.app_id}) on the same topics")
     worker.start()
     spy = None
@@ -457,7 +471,7 @@ def _bench(result: dict, broker: str, run: str, work: Path, logs: Path, *, recor
 
 
 def _attendees(result: dict, broker: str, run: str, work: Path, logs: Path, *, attendees: int, events: int,
-               partitions: int, skip: set[str]) -> None:
+               partitions: int, skip: set[str], worker_env: dict[str, str]) -> None:
     """After the other phases (their worker is stopped by then, so the RSS is this worker's alone)."""
     from streams.bench import attendees as att
     from streams.bench import livepulse_run as lp
@@ -468,7 +482,7 @@ def _attendees(result: dict, broker: str, run: str, work: Path, logs: Path, *, a
     _echo(f"attendees: {attendees:,} joins over {events} concurrent events, held by one fresh worker")
     try:
         result["attendees"] = att.run(broker, run, work, logs, attendees=attendees, events=events,
-                                      partitions=partitions, progress=_echo)
+                                      partitions=partitions, worker_env=worker_env, progress=_echo)
     except lp.WorkerCrashed as exc:
         result["attendees"] = {"error": str(exc)}
         result["crashed"].append(f"attendees worker: {exc}")

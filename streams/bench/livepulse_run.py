@@ -18,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,39 @@ class WorkerCrashed(RuntimeError):
 def topic_names(prefix: str) -> dict[str, str]:
     """Every LivePulse topic of this run: "<prefix>.<default name>" (a run never sees another run's records)."""
     return {f: f"{prefix}.{Settings.model_fields[f].default}" for f in TOPIC_FIELDS}
+
+
+# Settings the bench gives every worker itself: the run's broker, topics, identity, ports and data dirs, and the
+# 1-s snapshot interval the freshness target is defined with.
+BENCH_OWNED_SETTINGS = frozenset({"broker", "app_id", "web_host", "web_port", "data_dir", "partitions",
+                                  "snapshot_interval_s", "group_instance_id", *TOPIC_FIELDS})
+
+
+def worker_settings_env(pairs: Sequence[str]) -> dict[str, str]:
+    """NAME=VALUE pairs (the README's configuration variables, with or without LIVEPULSE_) -> the environment of
+    the bench's workers. Raises ValueError naming what is wrong; each value is checked as the worker would."""
+    from streams.settings import LeadGrades, ScoreWeights
+
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        name = name.strip().lower().removeprefix("livepulse_")
+        if not sep or not name:
+            raise ValueError(f"{pair!r}: expected NAME=VALUE, e.g. checkpoint_interval_s=1")
+        model, field_name = Settings, name
+        for prefix, nested in (("score_", ScoreWeights), ("grade_", LeadGrades)):
+            if name.startswith(prefix) and name.removeprefix(prefix) in nested.model_fields:
+                model, field_name = nested, name.removeprefix(prefix)
+        if field_name not in model.model_fields:
+            raise ValueError(f"{pair!r}: no setting {name!r} (README: Configuration)")
+        if model is Settings and name in BENCH_OWNED_SETTINGS:
+            raise ValueError(f"{pair!r}: the bench sets {name} itself")
+        try:
+            model(**{field_name: value})
+        except ValueError as exc:  # pydantic's ValidationError: which value, and why
+            raise ValueError(f"{pair!r}: {exc}") from None
+        env[f"LIVEPULSE_{name.upper()}"] = value
+    return env
 
 
 @dataclass

@@ -393,13 +393,18 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
     async def tick() -> None:
         await worker.tick()
 
-    registry = CollectorRegistry(auto_describe=False)
+    # (collectors without names: our collector describes nothing up front, so the ?name[] filter must still ask it)
+    registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
     registry.register(LivePulseCollector(worker.processor, worker.batch_sizes, worker.consumer_lag,
                                          worker.snapshots))
 
     @app.page("/metrics")
     async def metrics(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-        return self.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+        # `?name[]=livepulse_interactions_total&name[]=...` returns only those samples, as prometheus_client's own
+        # exposition server does: a probe watching one series need not fetch and parse all of them.
+        names = request.query.getall("name[]", [])
+        source = registry.restricted_registry(names) if names else registry
+        return self.bytes(generate_latest(source), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
     @app.page("/health")
     async def health(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:

@@ -13,8 +13,10 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,8 +92,9 @@ class WorkerProcess:
             time.sleep(0.3)
         raise AssertionError(f"worker {self.name} not healthy after {timeout} s:\n{self.log_tail()}")
 
-    def metrics_text(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+    def metrics_text(self, names: Sequence[str] = ()) -> str:
+        query = "?" + urllib.parse.urlencode([("name[]", n) for n in names]) if names else ""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics{query}", timeout=5) as r:
             return r.read().decode()
 
     def metrics(self) -> dict[tuple[str, tuple], float]:

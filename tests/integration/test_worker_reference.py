@@ -13,7 +13,15 @@ import pytest
 from streams.domain.event import SESSION_BUCKETS
 from streams.ingest.contracts import validate_output
 from streams.simulate.scenario import concurrent_events, generate_many
-from tests.integration.harness import Pipeline, WorkerProcess, consume, decoded, produce, wait_until
+from tests.integration.harness import (
+    Pipeline,
+    WorkerProcess,
+    consume,
+    decoded,
+    parse_metrics,
+    produce,
+    wait_until,
+)
 from tests.reference import Params, assert_same, reference
 from tests.test_reference_equality import arrivals_of, to_raw
 
@@ -86,8 +94,19 @@ def check(pipe: Pipeline, outputs, expected, workers: list[WorkerProcess]) -> No
     check_topics(pipe, outputs, expected)
     # /metrics: summed over the workers (each exports only the events it owns) they show the final figures
     totals: dict[tuple, float] = {}
+    # A scrape restricted to some sample names (?name[]=...) holds just those, equal to the full scrape's (for the
+    # ended events: a live one's dwell may move between the two scrapes).
+    names = ["livepulse_interactions_total", "livepulse_dwell_seconds_total"]
+
+    def of_ended_events(samples: dict) -> dict:
+        return {k: v for k, v in samples.items() if k[0] in names and dict(k[1]).get("event_id") in expected}
+
     for w in workers:
-        for key, value in w.metrics().items():
+        everything = w.metrics()
+        restricted = parse_metrics(w.metrics_text(names))
+        assert restricted and {k[0] for k in restricted} <= set(names)
+        assert of_ended_events(restricted) and of_ended_events(restricted) == of_ended_events(everything)
+        for key, value in everything.items():
             if dict(key[1]).get("event_id"):
                 totals[key] = totals.get(key, 0) + value
     for event_id, result in expected.items():

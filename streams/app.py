@@ -96,7 +96,7 @@ class Worker:
         # once the state it changed is written, at most every checkpoint_interval_s.
         self.unpersisted_ends: dict[Any, int] = {}  # input partition -> offset after its last processed record
         self.next_checkpoint = 0.0  # (time.monotonic)
-        self.heap_trim = TrimWhenQuiet()  # freed heap memory back to the OS after a burst (streams/heap.py)
+        self.heap_trim = TrimWhenQuiet()  # freed heap memory back to the OS (streams/heap.py)
         table.on_recovered = self.on_recovered
 
     # ------------------------------------------------------------------ rebalances

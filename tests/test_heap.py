@@ -26,18 +26,23 @@ def test_freed_heap_memory_is_returned():
     assert len(kept) == 7_500
 
 
-def test_trims_once_on_the_first_quiet_tick_after_work_and_never_under_load():
-    trims = []
-    policy = TrimWhenQuiet(lambda: trims.append(1) or True)
-    assert not policy.tick()  # nothing processed yet: nothing to give back
-    for _ in range(5):  # under load every tick saw a batch: the next polls would fault trimmed pages in again
-        policy.busy()
-        assert not policy.tick()
-    assert trims == []
-    assert policy.tick()  # the first quiet tick after the burst
-    assert not policy.tick() and not policy.tick()  # once per burst, not at every idle tick
-    policy.busy()
-    policy.busy()
-    assert not policy.tick()
-    assert policy.tick()
-    assert trims == [1, 1]
+def test_trims_on_the_first_quiet_tick_after_work_and_once_a_minute_under_load():
+    trims, now = [], [0.0]
+    policy = TrimWhenQuiet(lambda: trims.append(now[0]) or True, every_s=60.0, clock=lambda: now[0])
+
+    def tick(busy: bool) -> bool:
+        now[0] += 0.25
+        if busy:
+            policy.busy()
+        return policy.tick()
+
+    assert not tick(busy=False)  # nothing processed yet: nothing to give back
+    # Under load every tick saw a batch: trimming then would have the next polls fault the pages in again, so only
+    # once a minute.
+    assert [tick(busy=True) for _ in range(4 * 150)].count(True) == 2
+    assert trims == [60.0, 120.0]
+    assert tick(busy=False)  # the first quiet tick after the burst
+    assert not tick(busy=False) and not tick(busy=False)  # once, not at every idle tick
+    assert not tick(busy=True)
+    assert tick(busy=False)
+    assert trims == [60.0, 120.0, 150.5, 151.5]

@@ -157,7 +157,54 @@ def render_table(result: dict) -> str:
     if eq is not None:
         extra.append(f"outputs equal to run_records: {'yes' if eq else 'NO'} "
                      f"({result.get('outputs', {}).get('events_compared', 0)} event summaries)")
+    extra.extend(_target_lines(result.get("targets") or target_verdicts(result)))
     return "\n".join(lines + [""] + extra)
+
+
+# The issue's targets for one worker on a 2-core machine (the JSON's "targets"), by name.
+TARGETS = (
+    ("ceiling", "LivePulse / ceiling >= 0.5"),
+    ("peerA", "LivePulse / peer A >= 25"),
+    ("peerB", "LivePulse / peer B > 1"),
+    ("freshness", "/metrics p99 <= 1 s at 20,000 records/s, 1-s snapshots"),
+    ("memory", "RSS <= 1 GiB with 1,000,000 present attendees"),
+    ("restart", "processing again <= 30 s after kill -9 with them"),
+)
+
+
+def target_verdicts(result: dict) -> dict[str, dict]:
+    """Each target of the issue: {"target", "value", "met"}; "met" is None where this run did not measure it at the
+    target's size (a skipped phase, --quick, another --fresh-rate)."""
+    from streams.bench.attendees import TARGET_ATTENDEES, TARGET_PROCESSING_S
+
+    c = result.get("contestants", {})
+    rate = {name: (c.get(name) or {}).get("records_per_s") for name in ("ceiling", "peerA", "peerB", "livepulse")}
+    values: dict[str, tuple[float | None, bool | None]] = {}
+    for name, bound in (("ceiling", 0.5), ("peerA", 25.0), ("peerB", 1.0)):
+        ratio = rate["livepulse"] / rate[name] if rate["livepulse"] and rate[name] else None
+        values[name] = (ratio, None if ratio is None else ratio > bound if name == "peerB" else ratio >= bound)
+    fr = result.get("freshness") or {}
+    p99 = (fr.get("metrics") or {}).get("p99_s")
+    at_size = fr.get("target_rate", 0) >= 20_000 and fr.get("snapshot_interval_s") == 1.0
+    values["freshness"] = (p99, p99 <= 1.0 if p99 is not None and at_size else None)
+    att = result.get("attendees") or {}
+    at_size = att.get("attendees", 0) >= TARGET_ATTENDEES
+    rss = att.get("rss_bytes")
+    values["memory"] = (rss, att.get("rss_target_met") if at_size and rss else None)
+    restart = (att.get("recovery") or {}).get("processing_s")
+    values["restart"] = (restart, restart <= TARGET_PROCESSING_S if at_size and restart is not None else None)
+    return {name: {"target": target, "value": values[name][0], "met": values[name][1]} for name, target in TARGETS}
+
+
+def _target_lines(verdicts: dict[str, dict]) -> list[str]:
+    judged = {n: v for n, v in verdicts.items() if v["met"] is not None}
+    if not judged:
+        return ["targets: none measured at the issue's sizes in this run"]
+    met = [n for n, v in judged.items() if v["met"]]
+    missed = [n for n, v in judged.items() if not v["met"]]
+    unmeasured = [n for n in verdicts if n not in judged]
+    return [f"targets: {len(met)} of {len(judged)} met" + (f" (missed: {', '.join(missed)})" if missed else "")
+            + (f"; not measured at the issue's sizes: {', '.join(unmeasured)}" if unmeasured else "")]
 
 
 def _attendee_lines(att: dict | None) -> list[str]:
@@ -328,6 +375,7 @@ def bench_command(records: int, events: int, seed: int, partitions: int, output_
                 result["crashed"].append(f"broker exited; log {embedded.log_path}")
             embedded.stop()
         shutil.rmtree(work, ignore_errors=True)
+    result["targets"] = target_verdicts(result)
     json_path = output_dir / f"{run}.json"
     png_path = output_dir / f"{run}.png"
     result["png"] = str(png_path) if render_png(result, png_path) else None

@@ -179,10 +179,13 @@ def target_verdicts(result: dict) -> dict[str, dict]:
 
     c = result.get("contestants", {})
     rate = {name: (c.get(name) or {}).get("records_per_s") for name in ("ceiling", "peerA", "peerB", "livepulse")}
-    values: dict[str, tuple[float | None, bool | None]] = {}
-    for name, bound in (("ceiling", 0.5), ("peerA", 25.0), ("peerB", 1.0)):
-        ratio = rate["livepulse"] / rate[name] if rate["livepulse"] and rate[name] else None
-        values[name] = (ratio, None if ratio is None else ratio > bound if name == "peerB" else ratio >= bound)
+    ratio = {name: rate["livepulse"] / rate[name] if rate["livepulse"] and rate[name] else None
+             for name in ("ceiling", "peerA", "peerB")}
+    values: dict[str, tuple[float | None, bool | None]] = {
+        "ceiling": (ratio["ceiling"], None if ratio["ceiling"] is None else ratio["ceiling"] >= 0.5),
+        "peerA": (ratio["peerA"], None if ratio["peerA"] is None else ratio["peerA"] >= 25.0),
+        "peerB": (ratio["peerB"], None if ratio["peerB"] is None else ratio["peerB"] > 1.0),
+    }
     fr = result.get("freshness") or {}
     p99 = (fr.get("metrics") or {}).get("p99_s")
     at_size = fr.get("target_rate", 0) >= 20_000 and fr.get("snapshot_interval_s") == 1.0

@@ -127,8 +127,9 @@ class Attendee(Presence):
 
     def count(self, kind: int) -> None:
         """One more record of type `kind`."""
-        counts = self.counts
-        counts = counts[:kind] + (counts[kind] + 1,) + counts[kind + 1:]
+        bumped = list(self.counts)
+        bumped[kind] += 1
+        counts = tuple(bumped)
         self.counts = _SHARED_COUNTS.get(counts, counts)
 
     def applied_upto(self, topic: int) -> int:
@@ -161,17 +162,17 @@ class Attendee(Presence):
                 del ids[i:i + ID_FIELDS]
                 return
 
-    def forget_ids(self, before: int) -> list[str]:
+    def forget_ids(self, before: int) -> Sequence[str]:
         """Drop the leading ids (arrival order) with a ts before `before`; returns the ids dropped.
 
         O(dropped) per call: an older id arriving after a newer one waits for it, and meanwhile the lookup
         rule in apply_interaction already treats it as forgotten, so the results do not depend on pruning."""
         ids = self.ids
+        if not ids or ids[3] >= before:  # the usual case, once per attendee written: nothing to forget
+            return ()
         n = 0
         while n < len(ids) and ids[n + 3] < before:  # (ids[n + 3]: the ts of the entry at n)
             n += ID_FIELDS
-        if not n:
-            return []
         dropped = ids[0:n:ID_FIELDS]
         del ids[:n]
         return dropped
@@ -424,7 +425,7 @@ class EventState:
                     self.attendees[aid].prune(end)
             self._prune_due.clear()
         for aid in self._touched:
-            self._refresh(aid, clock)
+            self._refresh(aid, clock, True)
         self._touched.clear()
         heap, timers = self._timer_heap, self._timers
         while heap and heap[0] <= clock:
@@ -432,14 +433,25 @@ class EventState:
             aids = timers.pop(due, ())
             for aid in (aids,) if isinstance(aids, str) else aids:
                 att = self.attendees[aid]
-                if att.open_start is not None and att.open_last + p.idle_ms <= clock:
-                    self._refresh(aid, clock)
+                if att.open_start is None:
+                    continue
+                if att.open_last + p.idle_ms <= clock:
+                    self._refresh(aid, clock, False)
+                else:  # signs of life since this timer was set: wait for the deadline they moved it to
+                    self._arm(att.open_last + p.idle_ms, aid)
         if self.clock is not None and not self.windows_done:
             self._close_windows(self.clock - p.lateness_ms)
 
-    def _refresh(self, aid: str, clock: int) -> None:
+    def _refresh(self, aid: str, clock: int, timer_pending: bool) -> None:
+        """Recompute an attendee's view and window memberships; keep one idle timer armed while they are present.
+
+        Timers are lazy: while present, an attendee has one pending timer at or before their idle deadline
+        (`timer_pending`: the one set at their previous deadline has not fired yet). Signs of life only move the
+        deadline later, so they arm nothing; the timer re-arms itself when it fires early (advance)."""
         att = self.attendees[aid]
-        att.refresh(clock, self.p.idle_ms, self.ended)
+        idle = self.p.idle_ms
+        armed = att.open_last + idle if timer_pending and att.open_start is not None else None
+        att.refresh(clock, idle, self.ended)
         members = self._members
         # Sessions the checkpoint closed since the last refresh are final but still feed unemitted windows.
         sessions = att.sessions()
@@ -449,25 +461,25 @@ class EventState:
             self._note_start(att.open_start)
         first = self.next_window
         for s_start, _, depart, _ in sessions:
-            for t in (s_start, depart):
-                w = window_of(t)
-                if first is None or w >= first:
-                    members.setdefault(w, set()).add(aid)
+            _join_window(members, window_of(s_start), first, aid)
+            _join_window(members, window_of(depart), first, aid)
         if att.open_start is not None:
-            w = window_of(att.open_start)
-            if first is None or w >= first:
-                members.setdefault(w, set()).add(aid)
-            deadline = att.open_last + self.p.idle_ms
-            timers = self._timers
-            due = timers.get(deadline)
-            if due is None:  # one attendee per deadline is the common case: no set for it (~200 B each)
-                timers[deadline] = aid
-                heapq.heappush(self._timer_heap, deadline)
-            elif isinstance(due, set):
-                due.add(aid)
-            elif due != aid:
-                timers[deadline] = {due, aid}
+            _join_window(members, window_of(att.open_start), first, aid)
+            deadline = att.open_last + idle
+            if armed is None or armed > deadline:
+                self._arm(deadline, aid)
         self._dirty.add(aid)
+
+    def _arm(self, deadline: int, aid: str) -> None:
+        timers = self._timers
+        due = timers.get(deadline)
+        if due is None:  # one attendee per deadline is the common case: no set for it (~200 B each)
+            timers[deadline] = aid
+            heapq.heappush(self._timer_heap, deadline)
+        elif isinstance(due, set):
+            due.add(aid)
+        elif due != aid:
+            timers[deadline] = {due, aid}
 
     def _note_start(self, t: int) -> None:
         if self.first_session is None or t < self.first_session:
@@ -924,6 +936,15 @@ _OPEN = 1 << 62
 META_FIELDS = ("title", "scheduled_start", "scheduled_end", "cost", "currency", "organizer_id", "attribution_days",
                "attribution_days_key_accounts")
 _LEAD_TYPES = ("join", "leave", "heartbeat", "chat", "question", "poll_vote", "reaction", "cta_click")
+
+
+def _join_window(members: dict[int, set[str]], w: int, first: int | None, aid: str) -> None:
+    """Make `aid` a member of window `w` unless that window is already emitted (before `first`)."""
+    if first is None or w >= first:
+        group = members.get(w)
+        if group is None:  # (not setdefault: that builds an empty set on every call)
+            group = members[w] = set()
+        group.add(aid)
 
 
 def _sessions_with_open(p: Presence) -> Sequence[Session]:

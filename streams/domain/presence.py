@@ -74,7 +74,8 @@ class Presence:
         if not n:
             return
         present, start, last = self.ck_present, self.ck_start, self.ck_last
-        for ts, rank in records(tail[:n]):
+        for i in range(0, n, 2):  # (indexing the flat tail: no pair objects on the hot path)
+            ts, rank = tail[i], tail[i + 1]
             if ended is not None and ts > ended:
                 break
             if present and ts - last >= idle:
@@ -104,7 +105,9 @@ class Presence:
         """Recompute the derived view: sessions closed by the tail fold, and the open session if any."""
         present, start, last = self.ck_present, self.ck_start, self.ck_last
         sessions: list[Session] = []
-        for ts, rank in records(self.tail):
+        tail = self.tail
+        for i in range(0, len(tail), 2):
+            ts, rank = tail[i], tail[i + 1]
             if ended is not None and ts > ended:
                 break
             if present and ts - last >= idle:
@@ -166,9 +169,3 @@ class Presence:
         if self.open_start is not None:
             total += self.open_last - self.open_start
         return total
-
-
-def records(tail: tuple[int, ...]):
-    """The (ts, rank) pairs of a flat tail."""
-    it = iter(tail)
-    return zip(it, it)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import orjson
 
@@ -56,7 +57,7 @@ def _decode(kind: str, value: bytes | None, now_ms: int, max_bytes: int, skew_ms
         return Rejection("invalid_json", f"not JSON: {exc}")
     if not isinstance(obj, dict):
         return Rejection("not_an_object", f"expected a JSON object, got {type(obj).__name__}")
-    if not validator(kind).is_valid(obj):
+    if not (_VALIDATORS.get(kind) or _validator(kind)).is_valid(obj):
         return _explain(kind, obj)
     for name in TIME_FIELDS[kind]:
         # `ts` says when something happened: not (much) later than now. Planned times may lie years ahead.
@@ -74,6 +75,14 @@ def _decode(kind: str, value: bytes | None, now_ms: int, max_bytes: int, skew_ms
             return Rejection("timestamp_out_of_range",
                              f"$.{name}: {ts} ms is before 2000 or more than {(latest - now_ms) // 1000} s in the future")
     return obj
+
+
+_VALIDATORS: dict[str, Any] = {}  # kind -> its compiled validator: a plain dict lookup per record
+
+
+def _validator(kind: str) -> Any:
+    v = _VALIDATORS[kind] = validator(kind)
+    return v
 
 
 def _explain(kind: str, obj: dict) -> Rejection:

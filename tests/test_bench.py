@@ -43,6 +43,13 @@ def test_bench_quick(tmp_path: Path) -> None:
     for name in expected:
         assert contestants[name].get("records_per_s", 0) > 0, (name, contestants[name])
     assert contestants["livepulse"]["records"] >= result["workload"]["records"]
+    # --quick runs 2 rounds: the ceiling, peer B and LivePulse twice (the reported one is the slower, never
+    # flattering for an even count), peer A once
+    for name in expected:
+        rates = contestants[name]["rounds_records_per_s"]
+        assert len(rates) == (1 if name == "peerA" else 2), (name, rates)
+        assert contestants[name]["records_per_s"] == min(rates)
+    assert "records/s in each round" in proc.stdout
     assert contestants["livepulse"]["peak_rss_bytes"] > 0
     assert result["freshness"]["metrics"]["markers_seen"] > 0
     assert result["freshness"]["live_topic"]["markers_seen"] > 0

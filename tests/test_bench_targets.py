@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.bench.cli import TARGETS, _target_lines, target_verdicts
+from streams.bench.cli import TARGETS, _target_lines, median_round, target_verdicts
 
 
 def result(*, livepulse=60_000.0, ceiling=240_000.0, peer_a=2_000.0, peer_b=16_000.0, p99=0.8, rate=20_000.0,
@@ -43,3 +43,18 @@ def test_what_a_run_did_not_measure_at_the_issues_sizes_is_not_judged():
                                "attendees": {"skipped": "--skip"}})
     assert all(v["met"] is None for v in skipped.values())
     assert _target_lines(skipped) == ["targets: none measured at the issue's sizes in this run"]
+
+
+def test_median_round_reports_the_middle_round_with_every_rate():
+    rounds = [{"records_per_s": 50_000.0, "seconds": 5.0}, {"records_per_s": 70_000.0, "seconds": 3.6},
+              {"records_per_s": 60_000.0, "seconds": 4.2}]
+    chosen = median_round(rounds)
+    assert chosen["records_per_s"] == 60_000.0 and chosen["seconds"] == 4.2  # one round's figures, consistent
+    assert chosen["rounds_records_per_s"] == [50_000.0, 70_000.0, 60_000.0]  # in round order
+    assert "rounds_records_per_s" not in rounds[2]  # the rounds themselves stay as measured
+    # an even count takes the lower middle (never flattering); a failed round is listed but not chosen
+    assert median_round(rounds[:2])["records_per_s"] == 50_000.0
+    failed = {"timed_out": True, "error": None}
+    assert median_round([failed, rounds[1]])["rounds_records_per_s"] == [None, 70_000.0]
+    assert median_round([failed, rounds[1]])["records_per_s"] == 70_000.0
+    assert median_round([failed]) is failed  # nothing measured: the round's own report (its error)

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 import orjson
 
-from streams.broker import EmbeddedBroker, free_port
+from streams.broker import EmbeddedBroker
 from streams.settings import Settings
 
 

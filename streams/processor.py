@@ -141,12 +141,14 @@ class Processor:
         roi_topics = (s.topic_opportunities, s.topic_roi_facts)
         max_bytes, skew_ms = s.max_record_bytes, int(s.max_future_skew_s * 1000)  # (read once, not per record)
         topic_events, topic_index = s.topic_events, self._topic_index
+        processed = c.processed
         for rec in batch:
-            c.processed[rec.topic] = c.processed.get(rec.topic, 0) + 1
-            if rec.topic in roi_topics:
+            topic = rec.topic  # (aiokafka's records are plain objects: each attribute read is a dict lookup)
+            processed[topic] = processed.get(topic, 0) + 1
+            if topic in roi_topics:
                 self._roi_record(rec, now_ms, out, ledgers)
                 continue
-            is_event = rec.topic == topic_events
+            is_event = topic == topic_events
             # (two direct calls rather than one through a conditional: compiled, that is a C call, not a Python one)
             if is_event:
                 decoded = decode_event(rec.value, now_ms=now_ms, max_bytes=max_bytes, max_future_skew_ms=skew_ms)
@@ -156,8 +158,8 @@ class Processor:
                 self._reject(rec, decoded, "event" if is_event else "interaction", now_ms, out)
                 continue
             event_id = decoded["event_id"]
-            home = self._home_partition(event_id, rec)
-            if home != rec.partition:
+            partition = rec.partition
+            if self._home_partition(event_id, rec.key, partition) != partition:
                 # Valid but on another worker's partition (null or wrong key): send it home, keyed right.
                 c.rekeyed += 1
                 out.rekeyed.append((event_id.encode(), rec.value))
@@ -172,13 +174,13 @@ class Processor:
                                  "(LIVEPULSE_MAX_EVENTS)", is_event, now_ms, out)
                     continue
                 ev = self.events[event_id] = EventState(event_id, self.params)
-                self.event_partition[event_id] = rec.partition
+                self.event_partition[event_id] = partition
             ev.wall_last = wall_now
             touched[event_id] = ev
             if is_event:
                 ev.apply_lifecycle(decoded)
             else:
-                result = ev.apply_interaction(decoded, topic_index.get(rec.topic, 0), rec.offset)
+                result = ev.apply_interaction(decoded, topic_index.get(topic, 0), rec.offset)
                 if result == DUPLICATE:
                     c.duplicates += 1
                     continue
@@ -272,9 +274,9 @@ class Processor:
         self.counters.capped[cap] = self.counters.capped.get(cap, 0) + 1
         self._reject(rec, Rejection("cap_exceeded", why), "event" if is_event else "interaction", now_ms, out)
 
-    def _home_partition(self, event_id: str, rec: InputRecord) -> int:
-        if rec.key is not None and rec.key == event_id.encode():
-            return rec.partition  # keyed right: trust the producer's partitioner, whatever it is
+    def _home_partition(self, event_id: str, key: bytes | None, partition: int) -> int:
+        if key is not None and key == event_id.encode():
+            return partition  # keyed right: trust the producer's partitioner, whatever it is
         return partition_for(event_id.encode(), self.partitions)
 
     def persist_changed(self, out: Output) -> None:

@@ -256,8 +256,10 @@ class Worker:
         s = self.s
         sender = BatchSender(self.app.producer._ensure_producer())
         changelog = self.store.changelog
+        append = sender.append
         for partition, key, value in out.state:
-            await sender.add(changelog, partition, key, value)
+            if not append(changelog, partition, key, value):
+                await sender.add(changelog, partition, key, value)
         for key, record in out.dead_letters:
             await sender.add(s.topic_dlq, await sender.partition_of(s.topic_dlq, key), key, orjson.dumps(record))
         for topic, forwarded in ((s.topic_rekeyed, out.rekeyed), (s.topic_roi_facts, out.roi_facts)):

@@ -45,12 +45,18 @@ class BatchSender:
             parts = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
         return 0 if key is None else parts[(murmur2(key) & 0x7FFFFFFF) % len(parts)]
 
-    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
+    def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> bool:
+        """Add a record to the open batch of (topic, partition) without awaiting anything; False when that batch
+        is full (then `add` it: a coroutine per record cost more than the append itself, for thousands a poll)."""
         tp = (topic, partition)
         builder = self._open.get(tp)
         if builder is None:
             builder = self._open[tp] = self.producer.create_batch()
-        if builder.append(key=key, value=value, timestamp=None) is None:  # full: send it, start another
+        return builder.append(key=key, value=value, timestamp=None) is not None
+
+    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
+        tp = (topic, partition)
+        if not self.append(topic, partition, key, value):  # full: send it, start another
             await self._send(tp)
             builder = self._open[tp] = self.producer.create_batch()
             if builder.append(key=key, value=value, timestamp=None) is None:

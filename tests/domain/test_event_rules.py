@@ -77,6 +77,29 @@ def test_idle_timeout_ends_dwell_at_last_seen_and_departs_after_timeout():
     assert curve[2]["leaves"] == 1 and curve[2]["attendees_start"] == 2 and curve[2]["attendees_end"] == 1
 
 
+def test_timeout_after_many_signs_of_life_one_pending_timer_each():
+    """Idle timers are lazy: each present attendee has one pending timer, which re-arms itself when it fires
+    before the deadline that later signs of life moved; the timeout still lands exactly at the last one + 120 s."""
+    f = Feed()
+    f.i("a", "join", 0)
+    f.i("b", "join", 0)
+    for t in range(30, 330, 30):
+        f.i("a", "heartbeat", t)  # a's last sign of life at 300 s: timed out at 420 s
+        f.i("b", "heartbeat", t)
+        pending = [aid for due in f.ev._timers.values() for aid in ((due,) if isinstance(due, str) else due)]
+        assert sorted(pending) == ["a", "b"]  # one timer per present attendee, not one per heartbeat
+    for t in range(330, 600, 30):
+        f.i("b", "heartbeat", t)  # the clock goes on: a's timer fires at 120, 240, 360 s (re-armed), then 420 s
+        assert (f.ev.attendees["a"].open_start is None) == (t >= 420)
+    f.life("ended", 600)
+    summary, leads = f.summary()
+    assert next(l for l in leads if l["attendee_id"] == "a")["dwell_seconds"] == 300.0
+    curve = {(c["minute"] - T0) // M: c for c in summary["attendance_curve"]}
+    # departed at 420 s, the first instant of minute 7: present through minute 6, a leave in minute 7
+    assert [curve[m]["leaves"] for m in (5, 6, 7, 8)] == [0, 0, 1, 0]
+    assert (curve[6]["attendees_start"], curve[6]["attendees_end"], curve[7]["attendees_start"]) == (2, 1, 1)
+
+
 def test_activity_after_timeout_starts_a_new_session():
     f = Feed()
     f.i("a", "join", 0)

@@ -51,9 +51,9 @@ prometheus:
 	  echo "prometheus: apt-get could not install it (registry unreachable?); tests needing it will skip"; \
 	fi
 
-# The whole suite on the development install, then the hot-path tests on the compiled build (--import-mode=append:
+# Lint first (seconds), then the whole suite on the development install, then the hot-path tests on the compiled build (--import-mode=append:
 # the installed, compiled streams rather than the source tree; test_compiled checks which one ran).
-test: venv fast prometheus
+test: venv fast prometheus lint
 	$(BIN)/pytest -q -m "not soak"
 	LIVEPULSE_EXPECT_COMPILED=1 $(FAST)/bin/pytest -q -p no:cacheprovider --import-mode=append $(COMPILED_TESTS)
 
@@ -72,9 +72,10 @@ dashboards: venv
 demo: venv
 	$(BIN)/livepulse demo
 
+RUFF_VERSION ?= 0.17.6
 lint: venv
-	@test -x $(BIN)/ruff || $(BIN)/python -m pip install -q ruff
-	$(BIN)/ruff check streams tests
+	@$(BIN)/ruff --version 2>/dev/null | grep -qx 'ruff $(RUFF_VERSION)' || $(BIN)/python -m pip install -q ruff==$(RUFF_VERSION)
+	$(BIN)/ruff check streams tests grafana
 
 clean:
 	rm -rf $(VENV) $(FAST) .pytest_cache .hypothesis .ruff_cache build dist var *.egg-info

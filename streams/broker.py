@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Self
 
 import click
 
@@ -96,7 +97,7 @@ class EmbeddedBroker:
 
     # --- start / stop --------------------------------------------------------------------
 
-    def start(self) -> EmbeddedBroker:
+    def start(self) -> Self:
         """Start and block until the broker answers the Kafka protocol."""
         for attempt in range(3):
             self._spawn()
@@ -110,7 +111,7 @@ class EmbeddedBroker:
             raise error
         raise AssertionError("unreachable")
 
-    async def astart(self) -> EmbeddedBroker:
+    async def astart(self) -> Self:
         """Async start: the process is spawned on this thread, readiness awaited without blocking the loop."""
         for attempt in range(3):
             self._spawn()
@@ -139,13 +140,13 @@ class EmbeddedBroker:
     async def astop(self, grace: float = 10.0) -> None:
         await asyncio.to_thread(self.stop, grace)
 
-    def __enter__(self) -> EmbeddedBroker:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    async def __aenter__(self) -> EmbeddedBroker:
+    async def __aenter__(self) -> Self:
         return await self.astart()
 
     async def __aexit__(self, *exc: object) -> None:
@@ -172,7 +173,8 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "NO_COLOR": "1"},  # plain text log
                 start_new_session=True,  # Ctrl-C reaches us, and we stop tansu in order
-                preexec_fn=_die_with_parent,
+                # (the child only calls prctl through the libc handle loaded at import: no lock to deadlock on)
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
             )
 
     async def _wait_ready(self) -> BrokerError | None:

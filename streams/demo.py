@@ -95,15 +95,16 @@ def demo_command(registrants: int, duration: int, speed: float, web_port: int, s
             "LIVEPULSE_DATA_DIR": str(workdir / "worker"),
         }
         click.echo(f"broker  {broker.url}   metrics  http://127.0.0.1:{web_port}/metrics   logs  {workdir}/")
-        worker_log = open(workdir / "worker.log", "wb")
-        worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env,
-                                  stdout=worker_log, stderr=subprocess.STDOUT)
-        sim = subprocess.Popen(
-            [sys.executable, "-m", "streams", "simulate", "--broker", broker.url, "--start", "now",
-             "--registrants", str(registrants), "--duration", str(duration), "--speed", str(speed),
-             "--seed", str(seed), "--max-delay", "4"],  # reordering within the demo's 5 s lateness
-            env=env, stdout=subprocess.DEVNULL, stderr=open(workdir / "simulate.log", "wb"),
-        )
+        with open(workdir / "worker.log", "wb") as log:  # (the child keeps its own copy of the descriptor)
+            worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env,
+                                      stdout=log, stderr=subprocess.STDOUT)
+        with open(workdir / "simulate.log", "wb") as log:
+            sim = subprocess.Popen(
+                [sys.executable, "-m", "streams", "simulate", "--broker", broker.url, "--start", "now",
+                 "--registrants", str(registrants), "--duration", str(duration), "--speed", str(speed),
+                 "--seed", str(seed), "--max-delay", "4"],  # reordering within the demo's 5 s lateness
+                env=env, stdout=subprocess.DEVNULL, stderr=log,
+            )
         settings = Settings(broker=broker.url)
         try:
             timeout = duration / max(speed, 1) + 120

@@ -116,7 +116,7 @@ async def ensure_topics(
             if code == 0:
                 log.info("created topic %s with %d partitions", name, topics[name])
             elif code != TopicAlreadyExistsError.errno:
-                raise for_code(code)(f"creating topic {name}: {message or 'error code %d' % code}")
+                raise for_code(code)(f"creating topic {name}: {message or f'error code {code}'}")
         actual = await _partition_counts(admin, list(topics))
     finally:
         await admin.close()
@@ -151,7 +151,7 @@ async def probe(settings: Settings, timeout: float = 5.0) -> None:
         host, _, port = server.rpartition(":")
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host.strip("[]"), int(port)), timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             errors.append(f"{server}: {exc or 'connect timed out'}")
             continue
         writer.close()

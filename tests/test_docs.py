@@ -17,10 +17,10 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_readme_starts_with_the_two_commands_and_ci_runs_the_test_one():
-    first_block = re.search(r"```sh\n(.*?)```", README, re.S).group(1)
+    first_block = re.search(r"```sh\n(.*?)```", README, re.DOTALL).group(1)
     commands = [line.split("#")[0].strip() for line in first_block.strip().splitlines()]
     assert commands == ["make demo", "make test"]
-    assert re.search(r"^make test$", (ROOT / ".ci/run").read_text(), re.M)
+    assert re.search(r"^make test$", (ROOT / ".ci/run").read_text(), re.MULTILINE)
 
 
 def test_every_setting_is_documented():
@@ -45,7 +45,7 @@ def test_every_exported_metric_is_documented():
     sizes, lag = BatchSizes(), ConsumerLag(input_topics(Settings()))  # what streams/app.py adds to the collector
     sizes.observe(len(records))
     pacing = SnapshotPacing(Settings().snapshot_interval_s, Settings().snapshot_max_share)
-    names = set(re.findall(r"^# TYPE (\S+) ", exposition(proc, sizes, lag, pacing).decode(), re.M))
+    names = set(re.findall(r"^# TYPE (\S+) ", exposition(proc, sizes, lag, pacing).decode(), re.MULTILINE))
     assert {"livepulse_attendees_current", "livepulse_batch_records", "livepulse_consumer_lag_records",
             "livepulse_snapshot_round_seconds"} <= names
     missing = [n for n in sorted(names) if n not in README]

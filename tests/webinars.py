@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 
@@ -193,7 +193,7 @@ def scenario(seed: int, shapes: dict[str, Shape], spread_s: int = 300) -> list[t
 
 def _rfc3339(ts: int, rnd: random.Random) -> str:
     tz = timezone(timedelta(minutes=rnd.choice((0, 60, -300, 330))))
-    t = (datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=ts)).astimezone(tz)
+    t = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ts)).astimezone(tz)
     return t.isoformat(timespec="milliseconds")
 
 

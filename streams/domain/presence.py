@@ -34,10 +34,16 @@ class Presence:
     """Checkpointed presence fold of one attendee (the base of Attendee). Times are epoch ms."""
 
     __slots__ = (
-        "ck_present", "ck_start", "ck_last", "ck_ever",
-        "final_sessions", "final_dwell",
+        "ck_ever",
+        "ck_last",
+        "ck_present",
+        "ck_start",
+        "final_dwell",
+        "final_sessions",
+        "open_last",
+        "open_start",
         "tail",
-        "tail_sessions", "open_start", "open_last",
+        "tail_sessions",
     )
 
     def __init__(self) -> None:

@@ -77,8 +77,7 @@ def close_window(
     attendees_start = peak = current
     for t in sorted(inside):
         current += inside[t]
-        if current > peak:
-            peak = current
+        peak = max(peak, current)
     figures = {
         "window_start": start,
         "window_end": end,

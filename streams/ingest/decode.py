@@ -7,7 +7,7 @@ only for failures. `ts` (and an event's scheduled times) come out as integer epo
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -16,7 +16,7 @@ from streams.ingest.contracts import first_error, json_path, validator
 
 MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything older is a broken clock, not a webinar
 PLANNING_HORIZON_MS = 5 * 366 * 86_400_000  # scheduled times: up to about five years ahead
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
 TIME_FIELDS = {"interaction": ("ts",), "event": ("ts", "scheduled_start", "scheduled_end"), "opportunity": ("ts",)}
 

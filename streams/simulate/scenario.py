@@ -154,7 +154,7 @@ def generate(cfg: ScenarioConfig) -> list[SimRecord]:
             fields["account_id"] = account
         tl.add(start - ago, person.attendee_id, "registration", **fields)
         people.append(person)
-    for i in range(int(round(cfg.registrants * cfg.walk_in_rate))):
+    for i in range(round(cfg.registrants * cfg.walk_in_rate)):
         people.append(_Person(f"{cfg.attendee_prefix}w{i}", None, False, False))
 
     # --- the live session --------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ def generate(cfg: ScenarioConfig) -> list[SimRecord]:
         for d in devices[1:]:
             tl.add(d["at"], p.attendee_id, "join", client=d["client"])
 
-        def present(t: int) -> bool:
+        def present(t: int, sessions: list = sessions) -> bool:
             return any(a < t < b for a, b, _ in sessions)
 
         # chat: some attendees are chatty, most are quiet

@@ -47,7 +47,7 @@ needs_amtool = pytest.mark.skipif(
 
 
 def run(*cmd: str) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
 
 
 def output(result: subprocess.CompletedProcess) -> str:
@@ -74,7 +74,7 @@ def recorded() -> set[str]:
 def github_anchors(markdown: str) -> set[str]:
     """The anchors GitHub makes of a Markdown file's headings: lower case, punctuation dropped, spaces -> '-'."""
     return {re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-")
-            for title in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", markdown, re.M)}
+            for title in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", markdown, re.MULTILINE)}
 
 
 def promql_names(expr: str) -> tuple[set[str], set[str]]:
@@ -114,7 +114,7 @@ def exported_series() -> tuple[set[str], set[str], set[str], set[str]]:
     samples = [line for line in text.splitlines() if line and not line.startswith("#")]
     names = {re.match(r"[A-Za-z_:][A-Za-z0-9_:]*", line).group(0) for line in samples}
     label_names = {m for line in samples for m in re.findall(r'[{,]([A-Za-z_][A-Za-z0-9_]*)="', line)}
-    types = set(re.findall(r'^livepulse_interactions_total\{[^}]*type="([^"]+)"', text, re.M))
+    types = set(re.findall(r'^livepulse_interactions_total\{[^}]*type="([^"]+)"', text, re.MULTILINE))
     per_event = {re.match(r"[A-Za-z_:][A-Za-z0-9_:]*", line).group(0) for line in samples if 'event_id="' in line}
     return names, label_names, types, per_event
 
@@ -174,7 +174,7 @@ def test_drop_off_parameters_are_documented_literals():
     """The documented parameters sit in the header and as literals in the expression; the e2e test shortens only
     the durations ("[10m]" and "for: 1m") by text substitution."""
     header = "\n".join(line for line in RULES.read_text().splitlines() if line.startswith("#"))
-    documented = dict(re.findall(r"^#\s+(DROP_[A-Z_]+)\s+(\S+)", header, re.M))
+    documented = dict(re.findall(r"^#\s+(DROP_[A-Z_]+)\s+(\S+)", header, re.MULTILINE))
     assert documented == {"DROP_RATIO": "0.25", "DROP_MIN_AUDIENCE": "20", "DROP_LOOKBACK": "10m",
                           "DROP_HOLD": "1m", "DROP_WIND_DOWN": "300"}, documented
     rule = alerts()[DROP_ALERT]
@@ -215,7 +215,7 @@ def test_every_alert_has_severity_summary_description_and_runbook():
 
 
 def test_runbook_has_a_section_per_alert_and_no_other():
-    sections = set(re.findall(r"^## (\S+)\s*$", RUNBOOK.read_text(), re.M))
+    sections = set(re.findall(r"^## (\S+)\s*$", RUNBOOK.read_text(), re.MULTILINE))
     assert sections == set(alerts()), f"runbook sections {sorted(sections)} vs alerts {sorted(alerts())}"
 
 

@@ -189,7 +189,7 @@ def test_late_record_counts_in_totals_not_presence():
     assert f.i("b", "join", 60) == LATE  # 40 s behind a clock at 100 s
     f.i("b", "chat", 60)
     f.life("ended", 110)
-    summary, leads = f.summary()
+    summary, _ = f.summary()
     assert summary["unique_attendees"] == 1
     assert summary["interactions"]["join"] == 2
     assert summary["interactions"]["chat"] == 1

@@ -68,9 +68,9 @@ def webinars(now_ms: int) -> list:
 
     (The drop-off alert is quiet in the last 5 minutes before the scheduled end, when audiences leave anyway.)
     """
-    common = dict(registrants=150, duration_s=DURATION_S, start=now_ms + LOBBY_S * 1000, drop_at=0.35,
-                  malformed_rate=0.01, max_delay_s=10.0, cost=COST, currency=CURRENCY,
-                  extra={"organizer_id": ORGANIZER})
+    common = {"registrants": 150, "duration_s": DURATION_S, "start": now_ms + LOBBY_S * 1000, "drop_at": 0.35,
+              "malformed_rate": 0.01, "max_delay_s": 10.0, "cost": COST, "currency": CURRENCY,
+              "extra": {"organizer_id": ORGANIZER}}
     return generate_many([ScenarioConfig(seed=11, event_id=DROP, drop_fraction=0.5, **common),
                           ScenarioConfig(seed=12, event_id=CONTROL, drop_fraction=0.0, **common)])
 
@@ -138,7 +138,7 @@ def stack(broker, tmp_path):
 
 
 def test_drop_off_alert_fires_for_the_drop_only_and_every_panel_has_data(stack):
-    pipe, workers, prom = stack
+    pipe, _, prom = stack
     now_ms = int(time.time() * 1000)
     records = webinars(now_ms)
     errors: list[BaseException] = []

@@ -73,9 +73,9 @@ class WorkerProcess:
         env["LIVEPULSE_WEB_PORT"] = str(self.port)
         env["LIVEPULSE_WEB_HOST"] = "127.0.0.1"
         env["LIVEPULSE_DATA_DIR"] = str(self.pipeline.tmp / f"data-{self.name}")
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, stdout=log,
-                                     stderr=subprocess.STDOUT)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, stdout=log,
+                                         stderr=subprocess.STDOUT)
         return self
 
     def wait_ready(self, timeout: float = 90.0) -> None:

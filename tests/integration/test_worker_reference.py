@@ -112,7 +112,7 @@ def check(pipe: Pipeline, outputs, expected, workers: list[WorkerProcess]) -> No
     for event_id, result in expected.items():
         summary = result.summary
 
-        def metric(name, **labels):
+        def metric(name, event_id=event_id, **labels):
             return totals.get((name, tuple(sorted({"event_id": event_id, **labels}.items()))))
 
         assert metric("livepulse_attendees_peak") == summary["attendees_peak"]

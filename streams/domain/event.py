@@ -922,13 +922,11 @@ class EventState:
                 self._new_ids += (rid, aid, *seen)
 
     def _rebuild_members(self) -> None:
-        first = self.next_window
+        first, members = self.next_window, self._members
         for aid, a in self.attendees.items():
             for s_start, _, depart, _ in a.final_sessions:
-                for t in (s_start, depart):
-                    w = window_of(t)
-                    if first is None or w >= first:
-                        self._members.setdefault(w, set()).add(aid)
+                _join_window(members, window_of(s_start), first, aid)
+                _join_window(members, window_of(depart), first, aid)
 
 
 _OPEN = 1 << 62

@@ -51,8 +51,9 @@ prometheus:
 	  echo "prometheus: apt-get could not install it (registry unreachable?); tests needing it will skip"; \
 	fi
 
-# Lint first (seconds), then the whole suite on the development install, then the hot-path tests on the compiled build (--import-mode=append:
-# the installed, compiled streams rather than the source tree; test_compiled checks which one ran).
+# Lint first (seconds), then the whole suite on the development install, then the hot-path tests on the compiled
+# build (--import-mode=append: the installed, compiled streams rather than the source tree; test_compiled checks
+# which one ran).
 test: venv fast prometheus lint
 	$(BIN)/pytest -q -m "not soak"
 	LIVEPULSE_EXPECT_COMPILED=1 $(FAST)/bin/pytest -q -p no:cacheprovider --import-mode=append $(COMPILED_TESTS)

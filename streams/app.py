@@ -62,6 +62,7 @@ GC_THRESHOLDS = (50_000, 20, 100)
 ROCKSDB_WRITE_BUFFER_BYTES = 16 << 20
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: a batch failed; nothing of it was committed
 EXIT_FROZEN = 75  # EX_TEMPFAIL: the process stood still beyond the session timeout; restart it (state/freeze_watch)
+EXIT_FENCED = 75  # EX_TEMPFAIL: another worker wrote to a changelog partition of ours; restart (state/fencing)
 
 
 def tick_interval(settings: Settings) -> float:
@@ -106,6 +107,7 @@ class Worker:
         # offset after the rebalance (on_recovered) and those records come again (redeliveries, skipped). This
         # also drops the ends of a batch still being sent.
         self.unpersisted_ends.clear()
+        self.store.fence.reset()  # the recovery that follows replays from the epochs its stores hold
 
     async def on_recovered(self, active: set[int]) -> None:
         """Recovery of the changelog is complete: drop what we lost, rebuild what we gained, re-read what arrived
@@ -131,6 +133,7 @@ class Worker:
         now = time.time()
         for partition in sorted(gained):
             restored += self.processor.restore(partition, self.store.scan(partition), now)
+        await self.claim(gained)
         self.owned = set(active)
         self.consumer_lag.keep(self.owned)
         await consumer_fixes.rewind_to_committed(self.app, self.source_topics, active)
@@ -140,6 +143,34 @@ class Worker:
         log.info("partitions %s: restored %d events in %.3f s (released %s); reading on from the committed offsets "
                  "(%d records deferred so far)", sorted(active), restored, time.monotonic() - started, sorted(lost),
                  self.processor.counters.deferred)
+
+    async def claim(self, partitions: set[int]) -> None:
+        """Claim the next ownership epoch of each gained changelog partition (state/fencing.py) before writing
+        any state to it; exit if another worker wrote to one after the recovery read it."""
+        if not partitions:
+            return
+        async with self.emitting:
+            self.exit_if_frozen()
+            sender = BatchSender(self.app.producer._ensure_producer())
+            changelog = self.store.changelog
+            claims = {}
+            for partition in sorted(partitions):
+                epoch, key, value, headers = self.store.claim(partition)
+                claims[partition] = (epoch, key, value)
+                sender.append(changelog, partition, key, value, headers)
+            sent = await sender.flush()
+            results = await asyncio.gather(*(batch.future for batch in sent))
+            self.exit_if_frozen()
+            for batch, meta in zip(sent, results):
+                epoch, key, value = claims[batch.partition]
+                if not self.store.claimed(batch.partition, epoch, meta.offset):
+                    exit_now(EXIT_FENCED, "changelog %s[%d] went on past the end its recovery read (%d) before "
+                             "this worker claimed it (at %d): another worker wrote to it; exiting (exit %d) to be "
+                             "restarted and rebuilt from the changelog", changelog, batch.partition,
+                             self.store.restored_end(batch.partition), meta.offset, EXIT_FENCED)
+                self.store.write([(batch.partition, key, value)])
+                self.store.changelog_written(batch.partition, meta.offset)
+            log.info("claimed %s", ", ".join(f"partition {p} epoch {c[0]}" for p, c in sorted(claims.items())))
 
     # ------------------------------------------------------------------ the hot path
     async def handle_polled(self, polled: dict[Any, list[Any]]) -> None:
@@ -256,10 +287,10 @@ class Worker:
         s = self.s
         sender = BatchSender(self.app.producer._ensure_producer())
         changelog = self.store.changelog
-        append = sender.append
+        append, headers = sender.append, self.store.headers  # (every state record carries its epoch)
         for partition, key, value in out.state:
-            if not append(changelog, partition, key, value):
-                await sender.add(changelog, partition, key, value)
+            if not append(changelog, partition, key, value, headers[partition]):
+                await sender.add(changelog, partition, key, value, headers[partition])
         for key, record in out.dead_letters:
             await sender.add(s.topic_dlq, await sender.partition_of(s.topic_dlq, key), key, orjson.dumps(record))
         for topic, forwarded in ((s.topic_rekeyed, out.rekeyed), (s.topic_roi_facts, out.roi_facts)):
@@ -276,6 +307,19 @@ class Worker:
         if not sent:
             return
         results = await asyncio.gather(*(batch.future for batch in sent))  # raises if a send failed: see or_exit
+        # Written anywhere but right after our previous write, a changelog batch means another worker owns the
+        # partition now, or wrote to it (state/fencing.py): this worker's state is not the changelog's any more.
+        # Replays drop what an older epoch wrote after a newer one's claim; the local store must not take it.
+        self.exit_if_frozen()
+        for batch, meta in zip(sent, results):
+            if batch.topic == changelog and not self.store.follows_last_write(batch.partition, meta.offset):
+                exit_now(EXIT_FENCED, "changelog %s[%d]: this worker's write landed at %d, not right after its "
+                         "previous one (%d): another worker wrote to the partition (or the broker lost the "
+                         "changelog); exiting without writing locally (exit %d) to be restarted and rebuilt from the changelog", changelog,
+                         batch.partition, meta.offset, self.store.last_written.get(batch.partition, -1),
+                         EXIT_FENCED)
+            if batch.topic == changelog:
+                self.store.last_written[batch.partition] = meta.offset + batch.count - 1
         # The local store only ever holds what the changelog holds: written before the acknowledgement, a crash in
         # between would leave RocksDB ahead of the changelog, and the replayed batch would find its records
         # already applied and emit none of the outputs that were never sent.

@@ -19,6 +19,7 @@ from aiokafka.partitioner import murmur2
 
 # Largest batch we build. Kafka's default message.max.bytes is 1 MiB; stay well under it.
 MAX_BATCH_BYTES = 512 * 1024
+NO_HEADERS: list[tuple[str, bytes]] = []  # (aiokafka's record builder takes a list, never a tuple)
 
 
 @dataclass
@@ -45,21 +46,23 @@ class BatchSender:
             parts = self._partitions[topic] = sorted(await self.producer.partitions_for(topic))
         return 0 if key is None else parts[(murmur2(key) & 0x7FFFFFFF) % len(parts)]
 
-    def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> bool:
+    def append(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
+               headers: list[tuple[str, bytes]] = NO_HEADERS) -> bool:
         """Add a record to the open batch of (topic, partition) without awaiting anything; False when that batch
         is full (then `add` it: a coroutine per record cost more than the append itself, for thousands a poll)."""
         tp = (topic, partition)
         builder = self._open.get(tp)
         if builder is None:
             builder = self._open[tp] = self.producer.create_batch()
-        return builder.append(key=key, value=value, timestamp=None) is not None
+        return builder.append(key=key, value=value, timestamp=None, headers=headers) is not None
 
-    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None) -> None:
+    async def add(self, topic: str, partition: int, key: bytes | None, value: bytes | None,
+                  headers: list[tuple[str, bytes]] = NO_HEADERS) -> None:
         tp = (topic, partition)
-        if not self.append(topic, partition, key, value):  # full: send it, start another
+        if not self.append(topic, partition, key, value, headers):  # full: send it, start another
             await self._send(tp)
             builder = self._open[tp] = self.producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=None) is None:
+            if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 raise ValueError(f"a record of {len(value or b'')} bytes does not fit in a batch for {topic}")
 
     async def flush(self) -> list[Sent]:

@@ -23,6 +23,7 @@ from faust.types import TP
 
 from streams import kafka
 from streams.settings import Settings
+from streams.state.fencing import ReplayFence, epoch_headers, epoch_of, is_marker, marker_key
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,43 @@ def changelog_topic(app_id: str) -> str:
 
 
 class StateTable(faust.Table):
-    """A raw-bytes table that tells its owner when recovery of newly assigned partitions is complete."""
+    """A raw-bytes table that tells its owner when recovery of newly assigned partitions is complete, and whose
+    recovery drops what superseded owners wrote (state/fencing.py)."""
 
     on_recovered: Callable[[set[int]], Awaitable[None]] | None = None
+    fence: ReplayFence | None = None
+
+    def apply_changelog_batch(self, batch: Any) -> None:
+        fence = self.fence
+        if fence is None:
+            super().apply_changelog_batch(batch)
+            return
+        events = list(batch)
+        admit = fence.admit
+        epochs: dict[Any, int] = {}  # header list -> epoch (a batch of one owner shares a few header values)
+        admitted = []
+        for event in events:
+            message = event.message
+            headers = message.headers
+            key = tuple(headers) if headers else None
+            epoch = epochs.get(key)
+            if epoch is None:
+                epoch = epochs[key] = epoch_of(headers)
+            if admit(message.partition, epoch):
+                admitted.append(event)
+        super().apply_changelog_batch(admitted)
+        if len(admitted) == len(events):
+            return
+        log.warning("recovery dropped %d changelog records that a superseded owner wrote after a newer owner's "
+                    "claim (%d so far)", len(events) - len(admitted), fence.dropped)
+        if hasattr(self.data, "_db_for_partition"):
+            # RocksDB: the dropped records are read too (a restart must not replay them as if new)
+            last: dict[TP, int] = {}
+            for event in events:
+                message = event.message
+                last[message.tp] = max(last.get(message.tp, -1), message.offset)
+            for tp, offset in last.items():
+                self.data.set_persisted_offset(tp, offset)
 
     async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)
@@ -85,6 +120,46 @@ class PartitionedStore:
     def __init__(self, table: StateTable) -> None:
         self.table = table
         self.last_written: dict[int, int] = {}  # partition -> offset of this worker's last changelog record
+        self.epochs: dict[int, int] = {}  # owned partition -> the ownership epoch this worker claimed
+        self.headers: dict[int, list[tuple[str, bytes]]] = {}  # owned partition -> headers of its state records
+        self.fence = table.fence = ReplayFence(self._replay_starts_at)
+
+    # ------------------------------------------------------------------ ownership epochs (state/fencing.py)
+    def _replay_starts_at(self, partition: int) -> int:
+        """The epoch a replay of `partition` continues from: the local store's when it holds a prefix of the
+        changelog (RocksDB), 0 when the replay starts at the beginning (memory store, new files)."""
+        if self.table.data.persisted_offset(TP(self.changelog, partition)) is None:
+            return 0
+        return self.stored_epoch(partition)
+
+    def stored_epoch(self, partition: int) -> int:
+        store, key = self._store, marker_key(partition)
+        value = store._db_for_partition(partition).get(key) if self._rocksdb() else store.data.get(key)
+        return int(value) if value is not None else 0
+
+    def restored_end(self, partition: int) -> int:
+        """The offset after the last changelog record the recovery that just ended read for `partition`."""
+        tp = TP(self.changelog, partition)
+        highwater = self.table.app.tables._recovery.active_highwaters.get(tp)
+        return (highwater if highwater is not None else -1) + 1
+
+    def claim(self, partition: int) -> tuple[int, bytes, bytes, list[tuple[str, bytes]]]:
+        """The marker record that claims the next epoch of `partition`: (epoch, key, value, headers)."""
+        epoch = self.stored_epoch(partition) + 1
+        return epoch, marker_key(partition), str(epoch).encode(), epoch_headers(epoch)
+
+    def claimed(self, partition: int, epoch: int, offset: int) -> bool:
+        """The marker landed at `offset`; True if nothing this worker has not read came before it (the claim
+        holds: its state records now carry `epoch`)."""
+        if offset != self.restored_end(partition):
+            return False
+        self.epochs[partition] = epoch
+        self.headers[partition] = epoch_headers(epoch)
+        return True
+
+    def follows_last_write(self, partition: int, base_offset: int) -> bool:
+        """A changelog batch of ours landed right after our previous write to the partition: nobody else wrote."""
+        return base_offset == self.last_written.get(partition, -2) + 1
 
     def written_by_others(self, partitions: set[int]) -> set[int]:
         """Partitions whose changelog, as the recovery that just ended read it, goes on past this worker's last
@@ -146,17 +221,27 @@ class PartitionedStore:
         """Every (key, value) the store holds for one partition."""
         store = self._store
         if self._rocksdb():
-            yield from store._visible_items(store._db_for_partition(partition))
+            items = store._visible_items(store._db_for_partition(partition))
+            for key, value in items:  # keys in order: only the first can be the epoch marker
+                if not is_marker(key):
+                    yield key, value
+                break
+            yield from items
             return
         data = store.data
         for key, p in list(store._key_partition.items()):
-            if p == partition:
+            if p == partition and not is_marker(key):
                 value = data.get(key)
                 if value is not None:
                     yield key, value
 
     def forget(self, partitions: set[int]) -> None:
-        """Memory store: drop the keys of revoked partitions (RocksDB keeps its files for a fast return)."""
+        """This worker no longer owns `partitions`: no epoch to write in; the memory store drops their keys
+        (RocksDB keeps its files for a fast return)."""
+        for partition in partitions:
+            self.epochs.pop(partition, None)
+            self.headers.pop(partition, None)
+            self.last_written.pop(partition, None)
         if self._rocksdb():
             return
         store = self._store

@@ -213,9 +213,14 @@ class Settings(BaseSettings):
     )
     gateway_max_records: int = Field(1000, ge=1, le=100_000, description="Most records in one ingest API request.")
     gateway_max_in_flight_bytes: int = Field(
-        32 * 1_048_576, ge=1024,
+        16 * 1_048_576, ge=1024,
         description="Most bytes of records sent to Kafka and not yet acknowledged, over all requests; a request "
         "that would exceed it gets 503 with Retry-After at once (memory stays bounded under a flood).",
+    )
+    gateway_max_buffered_bytes: int = Field(
+        16 * 1_048_576, ge=1024,
+        description="Most bytes of request bodies being received at once, over all connections; a request whose "
+        "body would exceed it gets 503 with Retry-After (a flood of large bodies cannot exhaust memory).",
     )
     gateway_max_in_flight_requests: int = Field(
         512, ge=1, description="Most requests waiting for Kafka's acknowledgement at once; more get 503."

@@ -31,11 +31,38 @@ METRICS = web.AppKey("metrics", GatewayMetrics)
 BEACON_JS = resources.files("streams.gateway").joinpath("static", "livepulse.js").read_bytes()
 
 
+class BodyBudget:
+    """Bytes of request bodies held at once, over all requests: receiving is refused beyond the cap."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int, retry_after: int) -> None:
+        if self.used + size > self.limit:
+            raise Refused(503, "overloaded", "too many request bodies are being received; retry later",
+                          {"Retry-After": str(retry_after)})
+        self.used += size
+
+    def give_back(self, size: int) -> None:
+        self.used -= size
+
+
+BUDGET = web.AppKey("body_budget", BodyBudget)
+
+
 async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
-    """The whole body, refused as too_large beyond `limit` bytes (before reading it when the length is declared)
-    and as slow_body when the client takes longer than `timeout` to send it."""
+    """The whole body, refused as too_large beyond `limit` bytes (before reading it when the length is declared),
+    as slow_body when the client takes longer than `timeout` to send it, and as overloaded when the bodies being
+    received by all requests would pass gateway_max_buffered_bytes. The budget is held until the answer."""
     if request.content_length is not None and request.content_length > limit:
         raise Refused(413, "too_large", f"the body is {request.content_length} bytes, more than the {limit} allowed")
+    budget, retry = request.app[BUDGET], request.app[SETTINGS].gateway_retry_after_s
+    held = request.get("budget_held", 0)
+    if request.content_length:
+        budget.take(request.content_length, retry)
+        held += request.content_length
+        request["budget_held"] = held
     chunks, size = [], 0
     try:
         async with asyncio.timeout(timeout):
@@ -43,6 +70,9 @@ async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
                 size += len(chunk)
                 if size > limit:
                     raise Refused(413, "too_large", f"the body is more than the {limit} bytes allowed")
+                if size > held:  # no declared length (chunked): take the budget as the bytes come
+                    budget.take(size - held, retry)
+                    held = request["budget_held"] = size
                 chunks.append(chunk)
     except TimeoutError:
         raise Refused(408, "slow_body", f"the body was not sent within {timeout:g} s") from None
@@ -162,6 +192,8 @@ async def answers(request: web.Request, handler) -> web.StreamResponse:  # type:
         log.exception("gateway: unexpected error on %s", route)
         metrics.rejects.labels("internal_error").inc()
         response = json_response({"reason": "internal_error", "error": "unexpected error"}, 500)
+    finally:
+        request.app[BUDGET].give_back(request.get("budget_held", 0))
     metrics.requests.labels(route, str(response.status)).inc()
     return response
 
@@ -176,6 +208,7 @@ def build_app(settings: Settings) -> web.Application:
     app[API_KEYS] = ApiKeys(settings.gateway_api_key_hashes)
     app[COLLECTOR] = Collector(settings)
     app[CORS] = Cors(settings.gateway_cors_origins)
+    app[BUDGET] = BodyBudget(settings.gateway_max_buffered_bytes)
     app.router.add_post("/v1/interactions", ingest_handler("interaction", "topic_interactions"))
     app.router.add_post("/v1/events", ingest_handler("event", "topic_events"))
     app.router.add_post("/v1/opportunities", ingest_handler("opportunity", "topic_opportunities"))

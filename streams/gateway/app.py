@@ -13,7 +13,7 @@ from importlib import resources
 
 import click
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
 
 from streams.gateway.auth import ApiKeys
 from streams.gateway.beacon import Collector, Cors
@@ -251,6 +251,7 @@ def gateway_command(broker: str | None, host: str | None, port: int | None) -> N
 
     overrides = {k: v for k, v in {"broker": broker, "gateway_host": host, "gateway_port": port}.items() if v}
     settings = Settings(**overrides)
+    disable_created_metrics()  # no *_created series: one per counter, of no use to the dashboards and alerts
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def main() -> None:

@@ -404,6 +404,9 @@ def _join_leave_cases() -> dict[str, Case]:
                                                       .life("ended", 500, "z").life("ended", 500, "h"))
     c["ended arrives late: E = watermark"] = (Case().life("started", 0, **jl).i("a", "join", 0)
                                               .i("b", "join", 100).i("b", "chat", 400).life("ended", 40, **jl))
+    c["the mode arrives after the first joins, within the lateness"] = (
+        Case().i("a", "join", 0).i("a", "chat", 5).i("b", "chat", 6).i("c", "join", 20).life("started", 1, **jl)
+        .i("c", "leave", 300).life("ended", 600, **jl))
     return c
 
 

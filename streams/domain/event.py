@@ -388,8 +388,8 @@ class EventState:
             if kind == POLL_VOTE and rec["poll_id"] not in att.polls:
                 att.polls += (intern(rec["poll_id"]),)
             if not late:
-                if self.clock is not None and att.tail and att.tail[0] < self.clock - self.p.lateness_ms:
-                    # (nothing to fold else)
+                if self.clock is not None and att.tail and att.tail[0] < self.clock - self.p.lateness_ms:  # (else
+                    # nothing to fold)
                     att.settle(self.clock - self.p.lateness_ms, self.idle_ms, self.ended, self.join_leave)
                 att.add(ts, RANK_LEAVE if kind == LEAVE else RANK_OTHER if kind == JOIN else RANK_SIGNAL)
         if rec.get("key_account") is True:
@@ -458,7 +458,7 @@ class EventState:
                     continue
                 if att.open_last + self.idle_ms <= clock:
                     self._refresh(aid, clock, False)
-                elif not self.join_leave:  # signs of life since this timer was set: wait for the deadline they moved
+                elif not self.join_leave:  # signs of life since this timer was set: wait for their new deadline
                     self._arm(att.open_last + p.idle_ms, aid)
         if self.clock is not None and not self.windows_done:
             self._close_windows(self.clock - p.lateness_ms)

@@ -18,81 +18,25 @@ from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, gene
 from streams.gateway.auth import ApiKeys
 from streams.gateway.beacon import Collector, Cors
 from streams.gateway.errors import Refused, json_response, refusal_response
+from streams.gateway.http import (
+    BUDGET,
+    METRICS,
+    PRODUCER,
+    SETTINGS,
+    BodyBudget,
+    client_address,
+    produce,
+    read_body,
+)
 from streams.gateway.metrics import GatewayMetrics
-from streams.gateway.producer import Producer, Unavailable
+from streams.gateway.producer import Producer
 from streams.gateway.records import check, split_body
+from streams.gateway.zoom_route import ZOOM, ZoomRoute, zoom_webhook
 from streams.settings import Settings
 
 log = logging.getLogger("livepulse.gateway")
 
-SETTINGS = web.AppKey("settings", Settings)
-PRODUCER = web.AppKey("producer", Producer)
-METRICS = web.AppKey("metrics", GatewayMetrics)
 BEACON_JS = resources.files("streams.gateway").joinpath("static", "livepulse.js").read_bytes()
-
-
-class BodyBudget:
-    """Bytes of request bodies held at once, over all requests: receiving is refused beyond the cap."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.used = 0
-
-    def take(self, size: int, retry_after: int) -> None:
-        if self.used + size > self.limit:
-            raise Refused(503, "overloaded", "too many request bodies are being received; retry later",
-                          {"Retry-After": str(retry_after)})
-        self.used += size
-
-    def give_back(self, size: int) -> None:
-        self.used -= size
-
-
-BUDGET = web.AppKey("body_budget", BodyBudget)
-
-
-async def read_body(request: web.Request, limit: int, timeout: float) -> bytes:
-    """The whole body, refused as too_large beyond `limit` bytes (before reading it when the length is declared),
-    as slow_body when the client takes longer than `timeout` to send it, and as overloaded when the bodies being
-    received by all requests would pass gateway_max_buffered_bytes. The budget is held until the answer."""
-    if request.content_length is not None and request.content_length > limit:
-        raise Refused(413, "too_large", f"the body is {request.content_length} bytes, more than the {limit} allowed")
-    budget, retry = request.app[BUDGET], request.app[SETTINGS].gateway_retry_after_s
-    held = request.get("budget_held", 0)
-    if request.content_length:
-        budget.take(request.content_length, retry)
-        held += request.content_length
-        request["budget_held"] = held
-    chunks, size = [], 0
-    try:
-        async with asyncio.timeout(timeout):
-            while chunk := await request.content.readany():
-                size += len(chunk)
-                if size > limit:
-                    raise Refused(413, "too_large", f"the body is more than the {limit} bytes allowed")
-                if size > held:  # no declared length (chunked): take the budget as the bytes come
-                    budget.take(size - held, retry)
-                    held = request["budget_held"] = size
-                chunks.append(chunk)
-    except TimeoutError:
-        raise Refused(408, "slow_body", f"the body was not sent within {timeout:g} s") from None
-    return b"".join(chunks)
-
-
-def client_address(request: web.Request, trust_forwarded_for: bool) -> str:
-    if trust_forwarded_for:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        if forwarded.strip():
-            return forwarded.rsplit(",", 1)[-1].strip()[:64]
-    return request.remote or "unknown"
-
-
-async def produce(request: web.Request, records: list[tuple[str, bytes, bytes]]) -> None:
-    try:
-        await request.app[PRODUCER].send(records)
-    except Unavailable as exc:
-        retry = str(request.app[SETTINGS].gateway_retry_after_s)
-        raise Refused(503, exc.reason, exc.error, {"Retry-After": retry}) from None
 
 
 def ingest_handler(kind: str, topic_field: str):
@@ -209,12 +153,14 @@ def build_app(settings: Settings) -> web.Application:
     app[COLLECTOR] = Collector(settings)
     app[CORS] = Cors(settings.gateway_cors_origins)
     app[BUDGET] = BodyBudget(settings.gateway_max_buffered_bytes)
+    app[ZOOM] = ZoomRoute(settings)
     app.router.add_post("/v1/interactions", ingest_handler("interaction", "topic_interactions"))
     app.router.add_post("/v1/events", ingest_handler("event", "topic_events"))
     app.router.add_post("/v1/opportunities", ingest_handler("opportunity", "topic_opportunities"))
     app.router.add_post("/v1/collect", collect)
     app.router.add_route("OPTIONS", "/v1/collect", collect_preflight)
     app.router.add_get("/v1/livepulse.js", beacon_script)
+    app.router.add_post("/webhooks/zoom", zoom_webhook)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_view)
 

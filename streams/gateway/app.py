@@ -198,6 +198,11 @@ def gateway_command(broker: str | None, host: str | None, port: int | None) -> N
     overrides = {k: v for k, v in {"broker": broker, "gateway_host": host, "gateway_port": port}.items() if v}
     settings = Settings(**overrides)
     disable_created_metrics()  # no *_created series: one per counter, of no use to the dashboards and alerts
+    try:  # a misconfiguration (a malformed key digest, Zoom tokens without an id key) is one line, not a traceback
+        ApiKeys(settings.gateway_api_key_hashes)
+        ZoomRoute(settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def main() -> None:

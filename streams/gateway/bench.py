@@ -184,7 +184,7 @@ def gateway_bench_command(requests: int, flood_seconds: float, output: Path | No
             "LIVEPULSE_GATEWAY_API_KEY_HASHES": orjson.dumps([hashlib.sha256(API_KEY.encode()).hexdigest()]).decode(),
             "LIVEPULSE_GATEWAY_BEACON_WRITE_KEYS": orjson.dumps({"bench": [WRITE_KEY]}).decode(),
             "LIVEPULSE_GATEWAY_ZOOM_SECRET_TOKENS": orjson.dumps([ZOOM_SECRET]).decode(),
-            "LIVEPULSE_GATEWAY_ID_HASH_KEY": "bench-id-key", "LIVEPULSE_GATEWAY_RATE_PER_CLIENT": "1000000",
+            "LIVEPULSE_GATEWAY_ID_HASH_KEY": "bench-id-key-0123456789", "LIVEPULSE_GATEWAY_RATE_PER_CLIENT": "1000000",
             "LIVEPULSE_GATEWAY_BURST_PER_CLIENT": "1000000", "LIVEPULSE_LOG_LEVEL": "warning",
             **{k: v for k, v in os.environ.items() if k.startswith("LIVEPULSE_GATEWAY_MAX")},
         })

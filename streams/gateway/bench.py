@@ -200,8 +200,8 @@ def gateway_bench_command(requests: int, flood_seconds: float, output: Path | No
             proc.wait(20)
             log.close()
     if output:
-        output.write_text(orjson.dumps({"machine": machine(), "date": time.strftime("%Y-%m-%d"),
-                                        "results": results}, option=orjson.OPT_INDENT_2).decode())
+        document = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "results": results}
+        output.write_text(orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode())
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:

@@ -44,7 +44,7 @@ class GatewayMetrics:
         self.in_flight_bytes = Gauge("livepulse_gateway_in_flight_bytes",
                                      "Bytes of records sent to Kafka and not yet acknowledged.", registry=r)
         self.broker_up = Gauge("livepulse_gateway_broker_up",
-                               "1 while the producer is connected and its last send was acknowledged.", registry=r)
+                               "1 while the producer is connected and Kafka answers (last send, last metadata check).", registry=r)
         self.zoom_events = Counter("livepulse_gateway_zoom_events_total",
                                    "Verified Zoom webhooks by event name (unknown names as \"other\") and outcome.",
                                    ["event", "outcome"], registry=r)

@@ -24,6 +24,7 @@ from streams.settings import Settings
 log = logging.getLogger("livepulse.gateway")
 
 Record = tuple[str, bytes, bytes]  # topic, key, value
+HEALTH_INTERVAL_S = 3.0
 
 
 class Unavailable(Exception):
@@ -44,6 +45,7 @@ class Producer:
         self.metrics = metrics
         self._producer: AIOKafkaProducer | None = None
         self._connect_task: asyncio.Task | None = None
+        self._watch_task: asyncio.Task | None = None
         self._bytes = 0
         self._requests = 0
         self.last_error = "not connected yet"
@@ -57,9 +59,10 @@ class Producer:
         self._connect_task = asyncio.create_task(self._connect(), name="gateway-kafka-connect")
 
     async def stop(self) -> None:
-        if self._connect_task is not None:
-            self._connect_task.cancel()
-            await asyncio.gather(self._connect_task, return_exceptions=True)
+        for task in (self._connect_task, self._watch_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
@@ -94,7 +97,25 @@ class Producer:
             self._producer = producer
             self._up(True)
             log.info("gateway: producing to Kafka at %s", kafka.describe(s))
+            self._watch_task = asyncio.create_task(self._watch(producer), name="gateway-kafka-watch")
             return
+
+    async def _watch(self, producer: AIOKafkaProducer) -> None:
+        """Ask Kafka for its metadata every few seconds: /health follows Kafka also without traffic (a gateway taken
+        out of a load balancer by a failed send gets no traffic to find out that Kafka is back)."""
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL_S)
+            try:
+                await asyncio.wait_for(producer.client.fetch_all_metadata(), HEALTH_INTERVAL_S)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure to answer is "unavailable"
+                if self.healthy:
+                    log.warning("gateway: Kafka does not answer: %s", type(exc).__name__)
+                self.last_error = f"no metadata from Kafka ({type(exc).__name__})"
+                self._up(False)
+            else:
+                self._up(True)
 
     async def send(self, records: Sequence[Record]) -> None:
         """Send and wait for the acknowledgement of every record; raise Unavailable when that cannot be."""

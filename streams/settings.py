@@ -235,6 +235,12 @@ class Settings(BaseSettings):
     gateway_body_timeout_s: float = Field(
         10.0, gt=0, le=300, description="Longest a client may take to send its request body (slow senders get 408)."
     )
+    gateway_header_timeout_s: float = Field(
+        10.0, gt=0, le=300,
+        description="Longest a connection may stay idle: a new one until it has sent its first request's headers, "
+        "a kept-alive one between requests (aiohttp's keep-alive timeout); then it is closed, so slow-header "
+        "floods cannot hold sockets open.",
+    )
     gateway_api_key_hashes: list[str] = Field(
         default_factory=list,
         description="Bearer API keys of the ingest API, as lower-case hex SHA-256 digests of the keys (never the "

@@ -175,8 +175,10 @@ def build_app(settings: Settings) -> web.Application:
 
 async def serve(settings: Settings, stop: asyncio.Event) -> None:
     app = build_app(settings)
-    # keepalive_timeout: idle keep-alive connections are closed; header and line sizes are aiohttp's (8 KiB) caps
-    runner = web.AppRunner(app, access_log=None, keepalive_timeout=30, handler_cancellation=True)
+    # keepalive_timeout: aiohttp closes a connection idle this long, also one that has not sent (all) the headers
+    # of its first request since it opened (slow-header floods); header and line sizes are aiohttp's 8 KiB caps.
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=settings.gateway_header_timeout_s,
+                           handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, settings.gateway_host, settings.gateway_port, backlog=1024)
     await site.start()

@@ -207,3 +207,19 @@ def test_memory_stays_bounded_under_a_flood_of_large_requests(gateway):
     assert after_second - after_first < 64 * 2**20, (before, after_first, after_second)
     assert after_second - before < 400 * 2**20, (before, after_first, after_second)
     assert gateway.request("GET", "/health")[0] == 200
+
+
+def test_a_connection_slow_to_send_its_headers_is_closed(broker, tmp_path):
+    gw = GatewayProcess(Pipeline(broker, tmp_path, partitions=1), header_timeout_s="1").start()
+    try:
+        gw.wait_ready()
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as slow, \
+                socket.create_connection(("127.0.0.1", gw.port), timeout=10) as silent:
+            slow.sendall(b"POST /v1/interactions HTTP/1.1\r\nHost: x\r\n")  # ... and the rest never comes
+            assert gw.request("GET", "/health")[0] == 200  # meanwhile others are served
+            assert slow.recv(1024) == b"" and silent.recv(1024) == b"", "closed by the gateway"
+        # a connection that sent its headers in time keeps its body timeout instead (test_hostile_bodies...)
+        status, _, _ = gw.request("GET", "/health")
+        assert status == 200
+    finally:
+        gw.stop()

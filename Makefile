@@ -16,7 +16,7 @@ COMPILED_TESTS := tests/test_compiled.py tests/domain tests/ingest tests/test_re
                   tests/test_restore.py tests/test_hostile_input.py tests/test_bounded_state.py tests/test_roi.py \
                   tests/test_bench.py
 
-.PHONY: venv fast test soak bench demo prometheus dashboards lint clean
+.PHONY: venv fast test soak bench demo prometheus chromium dashboards lint clean
 
 venv: $(STAMP)
 
@@ -51,10 +51,23 @@ prometheus:
 	  echo "prometheus: apt-get could not install it (registry unreachable?); tests needing it will skip"; \
 	fi
 
+# Debian's chromium for the beacon's real-browser test (tests/gateway/test_beacon_browser.py), which calls this
+# target and skips itself when no chromium can be had; like prometheus, an unreachable apt must not fail the build.
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then \
+	  echo "chromium: $$(chromium --version 2>/dev/null | sed -n 1p)"; \
+	elif ! command -v apt-get >/dev/null 2>&1 || [ "$$(id -u)" != 0 ]; then \
+	  echo "chromium: not found and apt-get as root is not available; tests needing it will skip"; \
+	elif timeout 900 sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null'; then \
+	  echo "chromium: installed $$(chromium --version 2>/dev/null | sed -n 1p)"; \
+	else \
+	  echo "chromium: apt-get could not install it (registry unreachable?); tests needing it will skip"; \
+	fi
+
 # Lint first (seconds), then the whole suite on the development install, then the hot-path tests on the compiled
 # build (--import-mode=append: the installed, compiled streams rather than the source tree; test_compiled checks
 # which one ran).
-test: venv fast prometheus lint
+test: venv fast prometheus chromium lint
 	$(BIN)/pytest -q -m "not soak"
 	LIVEPULSE_EXPECT_COMPILED=1 $(FAST)/bin/pytest -q -p no:cacheprovider --import-mode=append $(COMPILED_TESTS)
 

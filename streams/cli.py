@@ -16,6 +16,8 @@ COMMANDS = {
     "demo": "streams.demo:demo_command",
     "report": "streams.outputs.report:report_command",
     "bench": "streams.bench.cli:bench_command",
+    "gateway": "streams.gateway.app:gateway_command",
+    "gateway-bench": "streams.gateway.bench:gateway_bench_command",
 }
 
 

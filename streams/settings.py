@@ -202,6 +202,104 @@ class Settings(BaseSettings):
     crm_lateness_days: int = Field(
         30, ge=0, description="How far CRM versions may arrive out of order; ROI state is kept this much longer."
     )
+    # --- Gateway: `livepulse gateway` (docs/gateway.md) ------------------------------------
+    gateway_host: str = Field("0.0.0.0", description="Address the gateway's HTTP server binds to.")
+    gateway_port: int = Field(8080, ge=1, le=65535, description="Port of the gateway (API, beacon, webhooks, "
+                              "/metrics and /health).")
+    gateway_max_body_bytes: int = Field(
+        1_048_576, ge=1024, le=64 * 1_048_576,
+        description="Largest request body of the ingest API and the Zoom webhook; larger ones get 413 (too_large) "
+        "without being read.",
+    )
+    gateway_max_records: int = Field(1000, ge=1, le=100_000, description="Most records in one ingest API request.")
+    gateway_max_in_flight_bytes: int = Field(
+        16 * 1_048_576, ge=1024,
+        description="Most bytes of records sent to Kafka and not yet acknowledged, over all requests; a request "
+        "that would exceed it gets 503 with Retry-After at once (memory stays bounded under a flood).",
+    )
+    gateway_max_buffered_bytes: int = Field(
+        16 * 1_048_576, ge=1024,
+        description="Most bytes of request bodies being received at once, over all connections; a request whose "
+        "body would exceed it gets 503 with Retry-After (a flood of large bodies cannot exhaust memory).",
+    )
+    gateway_max_in_flight_requests: int = Field(
+        512, ge=1, description="Most requests waiting for Kafka's acknowledgement at once; more get 503."
+    )
+    gateway_ack_timeout_s: float = Field(
+        2.5, gt=0, le=60,
+        description="Longest a request waits for Kafka to acknowledge its records before it is answered 503 "
+        "(below Zoom's 3 s limit). A 503 means \"not acknowledged\": the records may still arrive, and a resend "
+        "is de-duplicated by the interaction ids.",
+    )
+    gateway_retry_after_s: int = Field(2, ge=1, le=3600, description="Retry-After of a 503 answer, in seconds.")
+    gateway_body_timeout_s: float = Field(
+        10.0, gt=0, le=300, description="Longest a client may take to send its request body (slow senders get 408)."
+    )
+    gateway_header_timeout_s: float = Field(
+        10.0, gt=0, le=300,
+        description="Longest a connection may stay idle: a new one until it has sent its first request's headers, "
+        "a kept-alive one between requests (aiohttp's keep-alive timeout); then it is closed, so slow-header "
+        "floods cannot hold sockets open.",
+    )
+    gateway_api_key_hashes: list[str] = Field(
+        default_factory=list,
+        description="Bearer API keys of the ingest API, as lower-case hex SHA-256 digests of the keys (never the "
+        "keys themselves), a JSON list. Empty: the ingest API answers 401 to everyone.",
+    )
+    gateway_beacon_write_keys: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Public write keys of the browser beacon per organiser, a JSON object "
+        "{organizer_id: [key, ...]} (several keys per organiser for rotation). Empty: /v1/collect answers 401.",
+    )
+    gateway_cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) whose pages may send beacons, a JSON list; '*' allows any.",
+    )
+    gateway_collect_max_bytes: int = Field(
+        8192, ge=256, le=65536, description="Largest body of one /v1/collect request."
+    )
+    gateway_collect_max_records: int = Field(
+        20, ge=1, le=500, description="Most interactions in one /v1/collect request."
+    )
+    gateway_rate_per_client: float = Field(
+        20.0, gt=0, description="Beacon requests per second allowed per client address (token bucket refill)."
+    )
+    gateway_burst_per_client: float = Field(60.0, ge=1, description="Token bucket size per client address.")
+    gateway_rate_per_attendee: float = Field(
+        2.0, gt=0, description="Beacon records per second allowed per event and attendee (token bucket refill)."
+    )
+    gateway_burst_per_attendee: float = Field(30.0, ge=1, description="Token bucket size per event and attendee.")
+    gateway_rate_limit_keys: int = Field(
+        100_000, ge=100,
+        description="Most clients and attendees whose token buckets are remembered (least recently seen forgotten "
+        "first): the rate limiter's memory is bounded.",
+    )
+    gateway_trust_forwarded_for: bool = Field(
+        False,
+        description="Take the client address of the rate limits from the last X-Forwarded-For entry (set it only "
+        "behind a load balancer that writes that header).",
+    )
+    gateway_clock_skew_s: float = Field(
+        10.0, ge=0, le=3600,
+        description="How far a browser's ts may be from the gateway's clock: a beacon ts is clamped to "
+        "[now - skew, now], and set to now when absent.",
+    )
+    gateway_zoom_secret_tokens: list[SecretStr] = Field(
+        default_factory=list,
+        description="Secret tokens of the Zoom app(s), a JSON list: a webhook verifies with any of them (rotation); "
+        "URL validation answers with the first. Empty: /webhooks/zoom answers 401.",
+    )
+    gateway_zoom_tolerance_s: float = Field(
+        300.0, gt=0, le=3600,
+        description="Zoom webhooks whose x-zm-request-timestamp is further than this from the gateway's clock are "
+        "rejected (replays).",
+    )
+    gateway_id_hash_key: SecretStr = Field(
+        SecretStr(""),
+        description="Key of the keyed hash (HMAC-SHA256) that turns Zoom's e-mail addresses and participant ids "
+        "into attendee ids; keep it stable (a new key gives everyone new attendee ids) and secret.",
+    )
+
     score: ScoreWeights = Field(default_factory=ScoreWeights, description="Engagement score weights.")
     grade: LeadGrades = Field(default_factory=LeadGrades, description="Lead grade thresholds.")
 

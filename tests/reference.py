@@ -80,7 +80,7 @@ def classify(arrivals: list[tuple[str, dict]], p: Params) -> dict[str, _Event]:
             ev.scheduled.update({k: rec[k] for k in ("scheduled_start", "scheduled_end") if k in rec})
             ev.key_accounts |= set(rec.get("key_accounts") or ())
             ev.meta.update({k: rec[k] for k in ("cost", "currency", "organizer_id", "attribution_days",
-                                                 "attribution_days_key_accounts") if k in rec})
+                                                 "attribution_days_key_accounts", "presence") if k in rec})
             if rec["type"] == "started":
                 ev.started = rec["ts"] if ev.started is None else min(ev.started, rec["ts"])
             elif rec["type"] == "ended" and ev.ended is None:
@@ -103,8 +103,12 @@ def reference(arrivals: list[tuple[str, dict]], p: Params | None = None) -> dict
     return {event_id: _result(event_id, ev, p) for event_id, ev in events.items() if ev.ended is not None}
 
 
-def fold(records: list[dict], end: int, idle: int) -> list[tuple]:
-    """One attendee's non-late presence records -> sessions (start, dwell_end, depart, kind); rule verbatim."""
+def fold(records: list[dict], end: int, idle: int | None) -> list[tuple]:
+    """One attendee's non-late presence records -> sessions (start, dwell_end, depart, kind); rule verbatim.
+    idle None: join_leave presence (no idle timeout; only joins and leaves count)."""
+    if idle is None:
+        records = [r for r in records if r["type"] in ("join", "leave")]
+        idle = float("inf")
     ordered = sorted(records, key=lambda r: (r["ts"], 0 if r["type"] == "leave" else 1, r["id"]))
     sessions, present, start, last = [], False, None, None
     for r in ordered:
@@ -137,7 +141,8 @@ def _result(event_id: str, ev: _Event, p: Params) -> EventResult:
         records[rec["attendee_id"]].append(rec)
         if not late and rec["type"] != "registration":
             presence[rec["attendee_id"]].append(rec)
-    sessions = {aid: fold(recs, end, p.idle_ms) for aid, recs in presence.items()}
+    idle = None if ev.meta.get("presence") == "join_leave" else p.idle_ms
+    sessions = {aid: fold(recs, end, idle) for aid, recs in presence.items()}
     sessions = {aid: ss for aid, ss in sessions.items() if ss}
     flat = sorted((aid, *s) for aid, ss in sessions.items() for s in ss)
 

@@ -370,3 +370,109 @@ def test_restart_after_a_partly_persisted_batch(seed, horizon_s, checkpoint_ever
     windows = {(m["event_id"], m["window_start"]): m for m in before.minutes + after.minutes}
     compare(Collected(minutes=list(windows.values()), summaries={**before.summaries, **after.summaries},
                       leads=after.leads), arrivals_of(raw), params=Params.from_settings(settings))
+
+# ---------------------------------------------------------------------------------------------- join_leave presence
+def _join_leave(arrivals: list[tuple[str, dict]], event_ids: set[str] | None = None) -> list[tuple[str, dict]]:
+    """The same arrivals with every lifecycle record of `event_ids` (default: all) in join_leave presence, as a
+    source without heartbeats (webhooks of a webinar platform) sends them."""
+    return [(kind, {**r, "presence": "join_leave"} if kind == "event" and (event_ids is None or r["event_id"]
+                                                                           in event_ids) else r)
+            for kind, r in arrivals]
+
+
+def _join_leave_cases() -> dict[str, Case]:
+    jl = {"presence": "join_leave"}
+    c = {}
+    c["silent for longer than the idle timeout: still present"] = (
+        Case().life("scheduled", -3600, **jl).life("started", 0, **jl).i("a", "join", 0).i("b", "join", 5)
+        .i("a", "leave", 900).life("ended", 1200, **jl))
+    c["chat without a join makes nobody present"] = (Case().life("started", 0, **jl).i("a", "chat", 10)
+                                                    .i("a", "chat", 20).i("b", "join", 30).life("ended", 300, **jl))
+    c["a chat at the same ms as the leave does not reopen"] = (Case().life("started", 0, **jl).i("a", "join", 0)
+                                                               .i("a", "leave", 100).i("a", "chat", 100)
+                                                               .life("ended", 600, **jl))
+    c["heartbeats are not signs of life"] = (Case().life("started", 0, **jl).i("a", "heartbeat", 5)
+                                             .i("a", "join", 10).i("a", "leave", 40).i("a", "heartbeat", 70)
+                                             .life("ended", 400, **jl))
+    c["leave, rejoin, present until the end"] = (Case().life("started", 0, **jl).i("a", "join", 0)
+                                                 .i("a", "leave", 200).i("a", "join", 500).i("b", "leave", 10)
+                                                 .life("ended", 1000, **jl).i("a", "leave", 1005))
+    c["mode on the scheduled record only"] = (Case().life("scheduled", -60, **jl).i("a", "registration", -50)
+                                              .i("a", "join", 0).life("started", 0).life("ended", 700))
+    c["two events: one join_leave, one heartbeat"] = (Case().life("started", 0, "z", **jl).i("a", "join", 0, "z")
+                                                      .i("a", "join", 0, "h").i("a", "heartbeat", 30, "h")
+                                                      .life("ended", 500, "z").life("ended", 500, "h"))
+    c["ended arrives late: E = watermark"] = (Case().life("started", 0, **jl).i("a", "join", 0)
+                                              .i("b", "join", 100).i("b", "chat", 400).life("ended", 40, **jl))
+    c["the mode arrives after the first joins, within the lateness"] = (
+        Case().i("a", "join", 0).i("a", "chat", 5).i("b", "chat", 6).i("c", "join", 20).life("started", 1, **jl)
+        .i("c", "leave", 300).life("ended", 600, **jl))
+    return c
+
+
+JOIN_LEAVE_CASES = _join_leave_cases()
+
+
+@pytest.mark.parametrize("name", JOIN_LEAVE_CASES)
+@pytest.mark.parametrize("batch_size", [1, 500])
+def test_join_leave_edge_case_equals_the_reference(name, batch_size):
+    arrivals = JOIN_LEAVE_CASES[name].arrivals
+    got = run(arrivals, batch_size=batch_size, rfc3339_rate=0.0)
+    compare(got, arrivals, got.processor)
+
+
+def test_join_leave_presence_is_not_the_heartbeat_one():
+    """The mode changes the figures (else the cases above would prove nothing): one silent attendee."""
+    case = Case().life("started", 0).i("a", "join", 0).i("a", "leave", 900).life("ended", 1200)
+    heartbeat = run(case.arrivals, rfc3339_rate=0.0)
+    join_leave = run(_join_leave(case.arrivals), rfc3339_rate=0.0)
+    assert heartbeat.summaries["ev"]["total_dwell_seconds"] == 0.0  # timed out: dwell ends at the last sign of life
+    assert join_leave.summaries["ev"]["total_dwell_seconds"] == 900.0  # join to leave
+
+
+@pytest.mark.parametrize("shape", ["default", "bigger, faulty", "everyone vanishes", "really late records",
+                                   "ended runs ahead", "no started record"])
+@pytest.mark.parametrize("seed", [4, 5])
+def test_join_leave_webinar_equals_the_reference(shape, seed):
+    arrivals = _join_leave(scenario(seed, {"jl-1": SHAPES[shape], "hb-1": SHAPES["default"]}), {"jl-1"})
+    got = run(arrivals, batch_size=[1, 7, 500][seed % 3], seed=seed, malformed_rate=0.01)
+    compare(got, arrivals, got.processor)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10**6), st.integers(0, 10**6), st.sampled_from([1, 7, 1000]))
+def test_join_leave_permuted_and_duplicated_changes_nothing(seed, order_seed, batch_size):
+    rnd, histories = _base(seed)
+    histories = {e: _join_leave(h) for e, h in histories.items()}
+    in_order = _delivered(histories, rnd, dup_rate=0.0, reorder_rate=0.0)
+    noisy = _delivered(histories, random.Random(order_seed), dup_rate=0.2, reorder_rate=0.7)
+    a = run(in_order, batch_size=batch_size, seed=seed)
+    b = run(noisy, batch_size=batch_size, seed=order_seed)
+    compare(b, noisy, b.processor)
+    assert_same(outputs(b), outputs(a))
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.7])
+@pytest.mark.parametrize("batch_size", [7, 300])
+def test_join_leave_restart_from_persisted_state(cut, batch_size):
+    """The mode is event metadata: it comes back with the persisted event record."""
+    partitions = 2
+    arrivals = _join_leave(scenario(int(cut * 10) + batch_size, {f"j-{i}": Shape(attendees=10, duration_s=600)
+                                                                 for i in range(3)}))
+    raw = kafka_records(arrivals, partitions, seed=3)
+    split = int(len(raw) * cut)
+    first, before = Processor(SETTINGS, partitions=partitions), Collected()
+    for i in range(0, split, batch_size):
+        before.add(first.process(raw[i:min(i + batch_size, split)], NOW_S))
+    second, after = Processor(SETTINGS, partitions=partitions), Collected()
+    for partition in range(partitions):
+        second.restore(partition, [(k, v) for k, v in before.state.items()
+                                   if first.event_partition[event_of_key(k)] == partition], NOW_S)
+    assert all(ev.join_leave for ev in second.events.values())
+    rest = raw[max(0, split - 50):]
+    for i in range(0, len(rest), batch_size):
+        after.add(second.process(rest[i:i + batch_size], NOW_S))
+    after.add(second.tick(NOW_S + 86_400, snapshots=False))
+    windows = {(m["event_id"], m["window_start"]): m for m in before.minutes + after.minutes}
+    compare(Collected(minutes=list(windows.values()), summaries={**before.summaries, **after.summaries},
+                      leads=before.leads + after.leads), arrivals_of(raw))

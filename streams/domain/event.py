@@ -36,7 +36,7 @@ from operator import add
 from sys import intern
 from typing import Any
 
-from streams.domain.presence import RANK_LEAVE, RANK_OTHER, Presence, Session
+from streams.domain.presence import NO_IDLE, RANK_LEAVE, RANK_OTHER, RANK_SIGNAL, Presence, Session
 from streams.domain.scoring import (
     GRADES,
     MQL_GRADES,
@@ -260,6 +260,10 @@ class EventState:
         self.first_join: int | None = None  # min ts of non-late joins: the start when no `started` arrives
         self.first_session: int | None = None  # earliest presence seen: where the minute windows begin
         self.meta: dict = {}
+        # Presence mode (meta "presence"): "join_leave" when the source sends no heartbeats (README "Semantics").
+        self.join_leave = False
+        self.idle_ms = params.idle_ms  # the idle timeout of this event: NO_IDLE in join_leave presence
+        self._rearm = False
         self.key_accounts: set[str] = set()
         self.polls_seen: set[str] = set()
         self.late = 0
@@ -384,9 +388,10 @@ class EventState:
             if kind == POLL_VOTE and rec["poll_id"] not in att.polls:
                 att.polls += (intern(rec["poll_id"]),)
             if not late:
-                if self.clock is not None and att.tail and att.tail[0] < self.clock - self.p.lateness_ms:
-                    att.settle(self.clock - self.p.lateness_ms, self.p.idle_ms, self.ended)  # (nothing to fold else)
-                att.add(ts, RANK_LEAVE if kind == LEAVE else RANK_OTHER)
+                if self.clock is not None and att.tail and att.tail[0] < self.clock - self.p.lateness_ms:  # (else
+                    # nothing to fold)
+                    att.settle(self.clock - self.p.lateness_ms, self.idle_ms, self.ended, self.join_leave)
+                att.add(ts, RANK_LEAVE if kind == LEAVE else RANK_OTHER if kind == JOIN else RANK_SIGNAL)
         if rec.get("key_account") is True:
             att.key_flag = True
         account = rec.get("account_id")
@@ -399,6 +404,9 @@ class EventState:
         for key in META_FIELDS:
             if key in rec:
                 self.meta[key] = rec[key]
+        if self._presence_changed():
+            self._touched.update(self.attendees)  # their unsettled presence folds by the new rule
+            self._rearm = True  # back to heartbeat presence: open sessions need their idle timers again
         if rec.get("key_accounts"):
             room = self.p.max_key_accounts - len(self.key_accounts)  # a cap: lists are re-sent with each record
             self.key_accounts.update(rec["key_accounts"][:max(0, room)])
@@ -414,6 +422,17 @@ class EventState:
             self._touched.update(self.attendees)  # every open session closes at the end
         self._event_dirty = True
 
+    def _presence_changed(self) -> bool:
+        """Take the presence mode from the metadata; True when it changed. A change applies to presence records not
+        yet folded into an attendee's checkpoint (within the allowed lateness of the clock): declare the mode on
+        the event's first lifecycle record."""
+        join_leave = self.meta.get("presence") == "join_leave"
+        if join_leave == self.join_leave:
+            return False
+        self.join_leave = join_leave
+        self.idle_ms = NO_IDLE if join_leave else self.p.idle_ms
+        return True
+
     # ------------------------------------------------------------------ once per batch
     def advance(self) -> None:
         """Bring derived state up to the clock: refresh touched attendees, time out the silent, close windows."""
@@ -424,8 +443,10 @@ class EventState:
                 for aid in member_ids:
                     self.attendees[aid].prune(end)
             self._prune_due.clear()
+        pending = not self._rearm
+        self._rearm = False
         for aid in self._touched:
-            self._refresh(aid, clock, True)
+            self._refresh(aid, clock, pending)
         self._touched.clear()
         heap, timers = self._timer_heap, self._timers
         while heap and heap[0] <= clock:
@@ -435,9 +456,9 @@ class EventState:
                 att = self.attendees[aid]
                 if att.open_start is None:
                     continue
-                if att.open_last + p.idle_ms <= clock:
+                if att.open_last + self.idle_ms <= clock:
                     self._refresh(aid, clock, False)
-                else:  # signs of life since this timer was set: wait for the deadline they moved it to
+                elif not self.join_leave:  # signs of life since this timer was set: wait for their new deadline
                     self._arm(att.open_last + p.idle_ms, aid)
         if self.clock is not None and not self.windows_done:
             self._close_windows(self.clock - p.lateness_ms)
@@ -449,9 +470,9 @@ class EventState:
         (`timer_pending`: the one set at their previous deadline has not fired yet). Signs of life only move the
         deadline later, so they arm nothing; the timer re-arms itself when it fires early (advance)."""
         att = self.attendees[aid]
-        idle = self.p.idle_ms
+        idle = self.idle_ms
         armed = att.open_last + idle if timer_pending and att.open_start is not None else None
-        att.refresh(clock, idle, self.ended)
+        att.refresh(clock, idle, self.ended, self.join_leave)
         members = self._members
         # Sessions the checkpoint closed since the last refresh are final but still feed unemitted windows.
         sessions = att.sessions()
@@ -466,7 +487,7 @@ class EventState:
         if att.open_start is not None:
             _join_window(members, window_of(att.open_start), first, aid)
             deadline = att.open_last + idle
-            if armed is None or armed > deadline:
+            if (armed is None or armed > deadline) and not self.join_leave:  # (join_leave: no idle timeout)
                 self._arm(deadline, aid)
         self._dirty.add(aid)
 
@@ -575,7 +596,7 @@ class EventState:
 
     def snapshot(self, as_of: int) -> dict:
         """The live figures at event time `as_of` (one pass over the attendees)."""
-        p, idle = self.p, self.p.idle_ms
+        p, idle = self.p, self.idle_ms
         final = self.ended is not None and self.summary_done
         start = self.start_ts()
         if self.ended is not None:
@@ -734,7 +755,7 @@ class EventState:
                 continue
             counts = a.counts
             attended = a.ever_present
-            dwell = a.dwell(end, p.idle_ms) if attended else 0
+            dwell = a.dwell(end, self.idle_ms) if attended else 0
             score = (
                 engagement_score(
                     p.weights,
@@ -860,6 +881,7 @@ class EventState:
             st.window_applied = {int(k): v for k, v in event["window_applied"].items()}
             st.applied = {int(k): v for k, v in event.get("applied", {}).items()}
             st.persisted_clock = st.clock
+            st._presence_changed()
         st.attendees = attendees
         st._restore_windows((event or {}).get("curve", ()), windows or {})
         st._restore_ids(id_records or {})
@@ -932,7 +954,7 @@ class EventState:
 _OPEN = 1 << 62
 # Metadata kept from lifecycle records (the last value given wins).
 META_FIELDS = ("title", "scheduled_start", "scheduled_end", "cost", "currency", "organizer_id", "attribution_days",
-               "attribution_days_key_accounts")
+               "attribution_days_key_accounts", "presence")
 _LEAD_TYPES = ("join", "leave", "heartbeat", "chat", "question", "poll_vote", "reaction", "cta_click")
 
 

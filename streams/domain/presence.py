@@ -21,8 +21,12 @@ from collections.abc import Sequence
 # Session kinds (how a presence interval ended).
 LEAVE, TIMEOUT, ENDED = 0, 1, 2
 # Sort rank of a presence record at equal ts: a leave before anything else, so leave+rejoin at the same ms
-# keeps the attendee present.
-RANK_LEAVE, RANK_OTHER = 0, 1
+# keeps the attendee present. A join is RANK_OTHER, any other in-room record RANK_SIGNAL (a sign of life); the two
+# fold alike except in join_leave presence, where only joins open a session (state written before signals had a
+# rank of their own holds them as RANK_OTHER).
+RANK_LEAVE, RANK_OTHER, RANK_SIGNAL = 0, 1, 2
+# The idle timeout of an event in join_leave presence (its source sends no heartbeats): never reached.
+NO_IDLE = 1 << 62
 
 # A session: (start, dwell_end, depart, kind). Dwell counts [start, dwell_end); the audience curve counts the
 # attendee in [start, depart) -- for an idle timeout dwell stops at the last sign of life but the attendee only
@@ -71,8 +75,9 @@ class Presence:
             i -= 2
         self.tail = tail[:i] + (ts, rank) + tail[i:]
 
-    def settle(self, watermark: int, idle: int, ended: int | None) -> None:
-        """Fold tail records older than the watermark into the checkpoint (they can no longer move)."""
+    def settle(self, watermark: int, idle: int, ended: int | None, joins_only: bool = False) -> None:
+        """Fold tail records older than the watermark into the checkpoint (they can no longer move). `joins_only`
+        (join_leave presence): signs of life neither open nor extend a session."""
         tail = self.tail
         n = 0
         while n < len(tail) and tail[n] < watermark:
@@ -84,6 +89,8 @@ class Presence:
             ts, rank = tail[i], tail[i + 1]
             if ended is not None and ts > ended:
                 break
+            if joins_only and rank == RANK_SIGNAL:
+                continue
             if present and ts - last >= idle:
                 self._final((start, last, last + idle, TIMEOUT))
                 present = False
@@ -107,7 +114,7 @@ class Presence:
             self.final_sessions = [session]
         self.final_dwell += session[1] - session[0]
 
-    def refresh(self, clock: int, idle: int, ended: int | None) -> None:
+    def refresh(self, clock: int, idle: int, ended: int | None, joins_only: bool = False) -> None:
         """Recompute the derived view: sessions closed by the tail fold, and the open session if any."""
         present, start, last = self.ck_present, self.ck_start, self.ck_last
         sessions: list[Session] = []
@@ -116,6 +123,8 @@ class Presence:
             ts, rank = tail[i], tail[i + 1]
             if ended is not None and ts > ended:
                 break
+            if joins_only and rank == RANK_SIGNAL:
+                continue
             if present and ts - last >= idle:
                 sessions.append((start, last, last + idle, TIMEOUT))
                 present = False

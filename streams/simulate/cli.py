@@ -127,23 +127,45 @@ def _pace_options(f):  # type: ignore[no-untyped-def]
               help="Share of extra malformed records (dead-lettered by the worker).")
 @click.option("--output", "-o", type=click.Path(allow_dash=True, dir_okay=False),
               help="Write JSONL to this file (- for stdout) instead of producing to Kafka.")
+@click.option("--as", "as_", type=click.Choice(["records", "zoom-webhooks"]), default="records", show_default=True,
+              help="records: LivePulse records for Kafka. zoom-webhooks: the webinar as Zoom delivers it, signed "
+                   "webhook requests POSTed to --url (or written with -o): lifecycle, registrations, joins, leaves "
+                   "and chat only (docs/zoom.md).")
+@click.option("--url", help="zoom-webhooks: the endpoint, e.g. http://localhost:8080/webhooks/zoom.")
+@click.option("--zoom-secret", help="zoom-webhooks: the secret token the requests are signed with (the receiver's "
+                                    "configured Zoom secret).")
+@click.option("--retry-rate", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="zoom-webhooks: share of deliveries Zoom sends twice (same body, within --max-delay).")
 @_pace_options
 def simulate_command(seed: int, events: int, registrants: int, duration: str, start: str, attend_rate: float,
                      drop_fraction: float, duplicate_rate: float, reorder_rate: float, max_delay: float,
-                     malformed_rate: float, output: str | None, speed: float | None, rate: float | None,
-                     broker: str | None, broker_timeout: float) -> None:
+                     malformed_rate: float, output: str | None, as_: str, url: str | None, zoom_secret: str | None,
+                     retry_rate: float, speed: float | None, rate: float | None, broker: str | None,
+                     broker_timeout: float) -> None:
     """Simulate live webinars (registrations, joins, heartbeats, chat, polls, questions, CTA clicks, leaves, and
-    duplicates, bounded reordering, malformed records) into Kafka, or record them to a JSONL file."""
+    duplicates, bounded reordering, malformed records) into Kafka, or record them to a JSONL file; or deliver
+    them as Zoom webhook requests (--as zoom-webhooks)."""
     start_ms, anchor = parse_start(start)
     if output and (speed or rate):
         raise click.UsageError("--speed and --rate pace sending to Kafka; they do not apply with --output")
-    settings = None if output else _settings(broker)  # a bad --broker fails before the work
+    zoom = as_ == "zoom-webhooks"
+    if zoom and not zoom_secret:
+        raise click.UsageError("--as zoom-webhooks needs --zoom-secret (the receiver's Zoom secret token)")
+    if zoom and not (url or output):
+        raise click.UsageError("--as zoom-webhooks needs --url (or -o FILE)")
+    if not zoom and (url or zoom_secret or retry_rate):
+        raise click.UsageError("--url, --zoom-secret and --retry-rate apply with --as zoom-webhooks")
+    settings = None if output or zoom else _settings(broker)  # a bad --broker fails before the work
     cfgs = concurrent_events(
         seed, events, registrants=registrants, duration_s=parse_duration(duration), start=start_ms,
         attend_rate=attend_rate, drop_fraction=drop_fraction, duplicate_rate=duplicate_rate,
         reorder_rate=reorder_rate, max_delay_s=max_delay, malformed_rate=malformed_rate,
     )
     records = generate_many(cfgs)
+    if zoom:
+        _zoom_webhooks(records, seed, zoom_secret or "", retry_rate, reorder_rate, max_delay, output, url, speed,
+                       rate)
+        return
     what = f"{len(records):,} records of {events} webinar(s) ({', '.join(c.event_id for c in cfgs[:3])}" \
            f"{', ...' if events > 3 else ''})"
     if output:
@@ -162,6 +184,45 @@ def simulate_command(seed: int, events: int, registrants: int, duration: str, st
     click.echo(f"producing {what}" + (f" at {speed:g}x event time" if speed else "")
                + (f", at most {rate:g} records/s" if rate else ""), err=True)
     send(records, settings, speed, rate, anchor_ms=anchor, broker_timeout=broker_timeout)
+
+
+def _zoom_webhooks(records, seed: int, secret: str, retry_rate: float, reorder_rate: float,  # type: ignore[no-untyped-def]
+                   max_delay: float, output: str | None, url: str | None, speed: float | None,
+                   rate: float | None) -> None:
+    """The simulated webinars as signed Zoom webhook requests: POSTed to `url`, or one JSON line each
+    ({"ts", "headers", "body"}) to `output`."""
+    import orjson
+
+    from streams.simulate.zoom import zoom_webinar
+
+    webinar = zoom_webinar(records, secret=secret, seed=seed, retry_rate=retry_rate, reorder_rate=reorder_rate,
+                           max_delay_s=max_delay)
+    what = f"{len(webinar.deliveries):,} Zoom webhook deliveries of {len(webinar.event_ids)} webinar(s) " \
+           f"({', '.join(list(webinar.event_ids.values())[:3])})"
+    if output:
+        lines = b"".join(orjson.dumps({"ts": d.ts, "headers": d.headers, "body": d.body.decode()}) + b"\n"
+                         for d in webinar.deliveries)
+        if output == "-":
+            sys.stdout.buffer.write(lines)
+            sys.stdout.buffer.flush()
+            return
+        try:
+            Path(output).write_bytes(lines)
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror}") from None
+        click.echo(f"wrote {what} to {output}", err=True)
+        return
+    from streams.simulate.post import post_deliveries
+
+    click.echo(f"posting {what} to {url}" + (f" at {speed:g}x event time" if speed else ""), err=True)
+    try:
+        statuses = asyncio.run(post_deliveries(webinar.deliveries, url or "", secret, speed=speed, rate=rate))
+    except KeyboardInterrupt:
+        raise click.Abort() from None
+    answers = ", ".join(f"{n:,} x {status or 'no answer'}" for status, n in sorted(statuses.items()))
+    click.echo(f"answers: {answers}", err=True)
+    if any(not 200 <= status < 300 for status in statuses):
+        raise click.ClickException("some deliveries were not accepted (see the answers above)")
 
 
 @click.command("replay")

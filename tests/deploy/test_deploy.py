@@ -198,6 +198,43 @@ def test_simulator_is_a_demo_profile_with_valid_flags():
     assert simulator["environment"]["LIVEPULSE_PARTITIONS"] == services()["worker"]["environment"]["LIVEPULSE_PARTITIONS"]
 
 
+GATEWAY_PORT = "8080"  # what compose and the k8s manifests set LIVEPULSE_GATEWAY_PORT to
+
+
+def test_gateways_scale_behind_the_load_balancer():
+    svc = services()
+    gateway, lb = svc["gateway"], svc["gateway-lb"]
+    assert gateway["command"] == ["gateway"] and "gateway" in COMMANDS
+    assert gateway["build"] == svc["worker"]["build"] and gateway["image"] == svc["worker"]["image"]
+    assert "container_name" not in gateway and "ports" not in gateway, "replicas need no fixed name or host port"
+    assert gateway["deploy"]["replicas"] >= 2
+    env = gateway["environment"]
+    assert env["LIVEPULSE_GATEWAY_PORT"] == GATEWAY_PORT and gateway["expose"] == [GATEWAY_PORT]
+    assert env["LIVEPULSE_BROKER"] == svc["worker"]["environment"]["LIVEPULSE_BROKER"]
+    assert env["LIVEPULSE_GATEWAY_TRUST_FORWARDED_FOR"] == "true"
+    assert f"127.0.0.1:{GATEWAY_PORT}/health" in " ".join(gateway["healthcheck"]["test"])
+    assert gateway["env_file"] == [{"path": "./gateway.env", "required": False}]
+    assert "/deploy/gateway.env" in (ROOT / ".gitignore").read_text().splitlines(), "keys stay out of git"
+    assert gateway["depends_on"]["kafka"]["condition"] == "service_healthy"
+    # the load balancer: the one published port, proxying to every replica by the service name
+    assert [p.rsplit(":", 2)[-2:] for p in lb["ports"]] == [[GATEWAY_PORT, GATEWAY_PORT]]
+    conf_source = short_mounts(lb)["/etc/nginx/conf.d/default.conf"]
+    conf = (DEPLOY / conf_source).read_text()
+    assert re.search(rf"listen {GATEWAY_PORT};", conf)
+    assert f"http://gateway:{GATEWAY_PORT}" in conf and "resolver 127.0.0.11" in conf
+    assert "X-Forwarded-For $remote_addr" in conf
+    body_cap = int(re.search(r"client_max_body_size (\d+)m;", conf).group(1)) * 2**20
+    assert body_cap > Settings.model_fields["gateway_max_body_bytes"].default, "the gateway answers oversize itself"
+
+
+def test_prometheus_scrapes_every_gateway():
+    config = load(PROMETHEUS)
+    [job] = [j for j in config["scrape_configs"] if j["job_name"] == "livepulse-gateway"]
+    [sd] = job["dns_sd_configs"]
+    assert (sd["names"], sd["type"], sd["port"]) == (["gateway"], "A", int(GATEWAY_PORT))
+    assert job["metrics_path"] == "/metrics"
+
+
 # ========================================================================================================= prometheus
 @needs_promtool
 def test_promtool_check_config():
@@ -244,14 +281,22 @@ def manifests() -> dict[str, list[dict]]:
     return {name: load_all(K8S / name) for name in kustomization()["resources"]}
 
 
-def objects() -> dict[str, dict]:
-    """kind -> the one object of that kind among the kustomization's resources."""
+def objects(component: str | None = None) -> dict[str, dict]:
+    """kind -> the one object of that kind among the kustomization's resources: those of the gateway when
+    `component` is "gateway", all others otherwise (the workers' and the shared ones)."""
     found: dict[str, dict] = {}
     for docs in manifests().values():
         for doc in docs:
+            is_gateway = doc["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "gateway"
+            if is_gateway != (component == "gateway"):
+                continue
             assert doc["kind"] not in found, f"two {doc['kind']} objects"
             found[doc["kind"]] = doc
     return found
+
+
+def all_objects() -> list[dict]:
+    return [doc for docs in manifests().values() for doc in docs]
 
 
 def k8s_validate(doc: dict) -> None:
@@ -277,7 +322,7 @@ def test_manifests_validate_against_the_kubernetes_schemas():
                 continue
             k8s_validate(doc)
             checked += 1
-    assert checked == 5  # Namespace, ConfigMap, Service, StatefulSet, Secret
+    assert checked == 7  # Namespace, ConfigMap, Service, StatefulSet, Secret; the gateway's Deployment and Service
 
 
 def test_kubernetes_schema_check_rejects_broken_manifests():
@@ -297,7 +342,7 @@ def test_kustomize_renders_valid_objects_in_the_namespace():
     result = run("kubectl", "kustomize", str(K8S))
     assert result.returncode == 0, output(result)
     docs = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-    assert sorted(d["kind"] for d in docs) == sorted(objects())
+    assert sorted(d["kind"] for d in docs) == sorted(d["kind"] for d in all_objects())
     namespace = objects()["Namespace"]["metadata"]["name"]
     assert kustomization()["namespace"] == namespace
     for doc in docs:
@@ -368,6 +413,48 @@ def test_podmonitor_scrapes_the_worker_pods_as_job_livepulse():
     assert re.fullmatch(r"\d+[smh]", endpoint["interval"])
     # the rules select job="livepulse"; the operator would name the job "<namespace>/<podmonitor>"
     assert {"action": "replace", "targetLabel": "job", "replacement": "livepulse"} in endpoint["relabelings"]
+
+
+def test_gateway_deployment_service_and_podmonitor():
+    gw = objects("gateway")
+    assert sorted(gw) == ["Deployment", "PodMonitor", "Service"]
+    deployment, service, podmonitor = gw["Deployment"], gw["Service"], gw["PodMonitor"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/component"] == "gateway" and deployment["spec"]["replicas"] >= 2
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    pod = deployment["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    assert container["args"] == ["gateway"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": int(GATEWAY_PORT)}
+    assert {e["name"]: e["value"] for e in container["env"]} == {"LIVEPULSE_GATEWAY_PORT": GATEWAY_PORT}
+    refs = {next(iter(ref)): ref[next(iter(ref))] for ref in container["envFrom"]}
+    assert refs["configMapRef"]["name"] == objects()["ConfigMap"]["metadata"]["name"]
+    assert refs["secretRef"] == {"name": "livepulse-gateway", "optional": True}
+    # ready only while Kafka acknowledges; alive while it answers at all (an outage must not restart gateways)
+    assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert container["livenessProbe"]["tcpSocket"] == {"port": "http"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert {"cpu", "memory"} <= set(container["resources"]["limits"])
+    assert service["spec"]["selector"].items() <= labels.items()
+    [port] = service["spec"]["ports"]
+    assert port["targetPort"] == "http"
+    # the workers' PodMonitor and Service do not select gateway pods, the gateway's PodMonitor does
+    worker_selector = objects()["PodMonitor"]["spec"]["selector"]["matchLabels"]
+    assert not worker_selector.items() <= labels.items()
+    assert not objects()["Service"]["spec"]["selector"].items() <= labels.items()
+    assert podmonitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    [endpoint] = podmonitor["spec"]["podMetricsEndpoints"]
+    assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
+    assert {"action": "replace", "targetLabel": "job", "replacement": "livepulse-gateway"} in endpoint["relabelings"]
+
+
+def test_kubernetes_schema_check_rejects_a_broken_gateway_deployment():
+    kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="add kubernetes-validate to the test extra")
+    broken = yaml.safe_load(yaml.safe_dump(objects("gateway")["Deployment"]))
+    broken["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["tcpSockett"] = {"port": "http"}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        k8s_validate(broken)
 
 
 PROMETHEUSRULE_HEAD = """\

@@ -20,8 +20,12 @@ import orjson
 
 from streams.domain.event import (
     ATTENDEE,
+    CAPPED_ACCOUNTS,
     CAPPED_ATTENDEES,
+    CAPPED_EVENT_POLLS,
     CAPPED_INTERACTIONS,
+    CAPPED_POLLS,
+    CAPPED_WORKER_ATTENDEES,
     DUPLICATE,
     EVENT,
     IDS,
@@ -29,6 +33,7 @@ from streams.domain.event import (
     REDELIVERED,
     WINDOW,
     Attendee,
+    Budget,
     EventState,
     Params,
 )
@@ -49,9 +54,13 @@ SIDE = "|"
 SIDE_KIND = {WINDOW: "w", IDS: "i"}
 ROI_PREFIX = "#roi/"  # ROI state keys: "#roi/<organizer_id>/<e|p|o>/<id>" ("#" cannot start an event id)
 FACTS = ("event", "leads", "opportunity")
-# Domain results that a cap rejected -> (cap label, the setting that sets it).
-CAP_OF = {CAPPED_ATTENDEES: ("attendees", "max_attendees_per_event"),
-          CAPPED_INTERACTIONS: ("interactions", "max_interactions_per_attendee")}
+# Domain results that a cap rejected -> (cap label, the setting that sets it, what holds too many); docs/caps.md.
+CAP_OF = {CAPPED_ATTENDEES: ("attendees", "max_attendees_per_event", "the event"),
+          CAPPED_INTERACTIONS: ("interactions", "max_interactions_per_attendee", "the attendee"),
+          CAPPED_POLLS: ("polls", "max_polls_per_attendee", "the attendee"),
+          CAPPED_ACCOUNTS: ("accounts", "max_accounts_per_attendee", "the attendee"),
+          CAPPED_EVENT_POLLS: ("event_polls", "max_polls_per_event", "the event"),
+          CAPPED_WORKER_ATTENDEES: ("worker_attendees", "max_attendees_per_worker", "this worker")}
 
 
 class InputRecord(Protocol):
@@ -126,6 +135,7 @@ class Processor:
         self.ledger_partition: dict[str, int] = {}
         self.roi_views: dict[str, dict] = {}  # event_id -> latest ROI record
         self.counters = Counters()
+        self.attendee_budget = Budget(settings.max_attendees_per_worker)  # attendees over all events held
         self._unpersisted: dict[str, EventState] = {}  # events changed since the last persist
         self._topic_index = {settings.topic_interactions: 0, settings.topic_rekeyed: 1, settings.topic_events: 2}
 
@@ -174,11 +184,15 @@ class Processor:
                                  "(LIVEPULSE_MAX_EVENTS)", is_event, now_ms, out)
                     continue
                 ev = self.events[event_id] = EventState(event_id, self.params)
+                ev.budget = self.attendee_budget
                 self.event_partition[event_id] = partition
             ev.wall_last = wall_now
             touched[event_id] = ev
             if is_event:
-                ev.apply_lifecycle(decoded)
+                if ev.apply_lifecycle(decoded):  # applied, but some key accounts left out: said in the DLQ
+                    self._capped(rec, "key_accounts", f"applied without the key accounts beyond "
+                                 f"{s.max_key_accounts_bytes} bytes (LIVEPULSE_MAX_KEY_ACCOUNTS_BYTES) or 10,000",
+                                 True, now_ms, out)
             else:
                 result = ev.apply_interaction(decoded, topic_index.get(topic, 0), rec.offset)
                 if result == DUPLICATE:
@@ -188,8 +202,8 @@ class Processor:
                     c.redelivered += 1
                     continue
                 if result in CAP_OF:
-                    cap, setting = CAP_OF[result]
-                    why = f"the {'event' if cap == 'attendees' else 'attendee'} already has {getattr(s, setting)} {cap}"
+                    cap, setting, holder = CAP_OF[result]
+                    why = f"{holder} already has {getattr(s, setting)} {cap.replace('_', ' ')}"
                     self._capped(rec, cap, f"{why} (LIVEPULSE_{setting.upper()})", False, now_ms, out)
                     continue
                 if result == LATE:
@@ -328,6 +342,7 @@ class Processor:
 
     def _expire(self, event_id: str, out: Output, wall_now: float) -> None:
         ev = self.events.pop(event_id)
+        self.attendee_budget.held -= len(ev.attendees)
         self.views.pop(event_id, None)
         self._unpersisted.pop(event_id, None)
         partition = self.event_partition.pop(event_id)
@@ -371,6 +386,8 @@ class Processor:
                 entry[0] = orjson.loads(value)
         for event_id, (event, attendees, windows, id_records) in grouped.items():
             ev = EventState.from_parts(event_id, self.params, event, attendees, windows, id_records)
+            ev.budget = self.attendee_budget
+            self.attendee_budget.held += len(ev.attendees)  # (may pass the limit: they were admitted elsewhere)
             ev.wall_last = wall_now
             self.events[event_id] = ev
             self.event_partition[event_id] = partition
@@ -381,7 +398,7 @@ class Processor:
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget the events of revoked partitions (their new owner restores them from the changelog)."""
         for event_id in [e for e, p in self.event_partition.items() if p in partitions]:
-            del self.events[event_id]
+            self.attendee_budget.held -= len(self.events.pop(event_id).attendees)
             del self.event_partition[event_id]
             self.views.pop(event_id, None)
             self._unpersisted.pop(event_id, None)

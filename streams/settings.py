@@ -43,6 +43,24 @@ class LeadGrades(BaseSettings):
         return self
 
 
+# Memory figures the derived caps use (docs/caps.md "Memory"; measured by `livepulse bench`, README "Performance").
+RESERVED_BYTES = 192 * 1_048_576  # the healthy worker (~130 MiB) plus RocksDB buffers and batch peaks
+ATTENDEE_BYTES = 1_000  # RSS per present attendee: 950-957 B measured with 1,000,000 of them, rounded up
+EVENT_BYTES = 65_536  # an event beside its attendees: its record, windows and an hour's attendance curve
+OPPORTUNITY_BYTES = 1_200  # an opportunity in a ROI ledger, with its indexes
+PERSON_BYTES = 1_000  # a person of a ROI ledger with a few events, with its indexes
+ATTENDEE_SHARE, EVENT_SHARE, ROI_SHARE = 6, 1, 1  # eighths of the budget after the reserve
+
+
+def derived_caps(s) -> dict[str, int]:
+    """The default worker-wide caps of a memory budget: events, attendees, ROI opportunities and persons."""
+    eighth = max(0, s.memory_budget_bytes - RESERVED_BYTES) // 8
+    return {"max_events": max(1, eighth * EVENT_SHARE // EVENT_BYTES),
+            "max_attendees_per_worker": max(1, eighth * ATTENDEE_SHARE // ATTENDEE_BYTES),
+            "max_opportunities_per_worker": max(1, eighth * ROI_SHARE // 2 // OPPORTUNITY_BYTES),
+            "max_persons_per_worker": max(1, eighth * ROI_SHARE // 2 // PERSON_BYTES)}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="LIVEPULSE_", env_file=".env", extra="ignore", env_nested_delimiter="__"
@@ -166,19 +184,68 @@ class Settings(BaseSettings):
     max_future_skew_s: float = Field(
         86400.0, ge=0, description="Records stamped further than this ahead of the wall clock are rejected."
     )
-    # --- Caps: bounded memory whatever the input (README: "Caps") --------------------------
-    max_events: int = Field(10_000, ge=1, description="Most events one worker tracks; records of more are rejected.")
+    max_message_bytes: int = Field(
+        1_048_576, ge=65_536,
+        description="Largest record (key, value, headers and framing) any topic LivePulse writes accepts: Kafka's "
+        "max.message.bytes of the smallest one (docs/caps.md). State records stay below it by construction; an "
+        "output record above it is never sent.",
+    )
+    # --- Caps: bounded memory whatever the input (README: "Caps", docs/caps.md) -------------
+    memory_budget_bytes: int = Field(
+        1_073_741_824, ge=268_435_456,
+        description="Memory the worker may use (its container limit): the default event, attendee and organiser "
+        "caps follow from it (docs/caps.md).",
+    )
+    max_events: int | None = Field(
+        None, ge=1, description="Most events one worker tracks; records of more are rejected. Unset: derived from "
+        "memory_budget_bytes.",
+    )
+    max_attendees_per_worker: int | None = Field(
+        None, ge=1, description="Most attendees one worker holds over all its events; records of more are rejected. "
+        "Unset: derived from memory_budget_bytes.",
+    )
     max_attendees_per_event: int = Field(
         250_000, ge=1, description="Most distinct attendees per event; records of more are rejected."
     )
     max_interactions_per_attendee: int = Field(
         20_000, ge=1, description="Most interactions kept per attendee and event; further ones are rejected."
     )
+    max_polls_per_attendee: int = Field(
+        64, ge=1, le=1000, description="Most distinct polls one attendee votes in per event; votes in more are rejected."
+    )
+    max_accounts_per_attendee: int = Field(
+        8, ge=1, le=100, description="Most distinct account ids per attendee and event; records naming more are "
+        "rejected.",
+    )
+    max_polls_per_event: int = Field(
+        256, ge=1, le=1000, description="Most distinct polls per event; votes in more are rejected."
+    )
+    max_key_accounts_bytes: int = Field(
+        262_144, ge=1024, le=524_288,
+        description="Most bytes (JSON-encoded) of an event's key accounts (at most 10,000 of them); a lifecycle "
+        "record naming more is applied without them and dead-lettered.",
+    )
     max_event_span_s: float = Field(
         3 * 86400.0, gt=0,
         description="Minute windows further than this before an event's newest are skipped (a forged or broken ts).",
     )
     max_organizers: int = Field(1_000, ge=1, description="Most organisers one worker keeps ROI ledgers for.")
+    max_opportunities_per_organizer: int = Field(
+        20_000, ge=1, description="Most CRM opportunities one organiser's ROI ledger holds; versions of more are "
+        "rejected.",
+    )
+    max_persons_per_organizer: int = Field(
+        50_000, ge=1, description="Most persons (leads of its events) one organiser's ROI ledger remembers; leads of "
+        "more are left out and their fact dead-lettered.",
+    )
+    max_opportunities_per_worker: int | None = Field(
+        None, ge=1, description="Most CRM opportunities one worker holds over all its ROI ledgers. Unset: derived "
+        "from memory_budget_bytes.",
+    )
+    max_persons_per_worker: int | None = Field(
+        None, ge=1, description="Most ROI persons one worker holds over all its ROI ledgers. Unset: derived from "
+        "memory_budget_bytes.",
+    )
     abandon_after_s: float = Field(
         7 * 86400.0, gt=0,
         description="An event that never ended, silent this long (and past its scheduled end), is dropped.",
@@ -302,6 +369,15 @@ class Settings(BaseSettings):
 
     score: ScoreWeights = Field(default_factory=ScoreWeights, description="Engagement score weights.")
     grade: LeadGrades = Field(default_factory=LeadGrades, description="Lead grade thresholds.")
+
+    @model_validator(mode="after")
+    def _derived_caps(self) -> Settings:
+        """Caps left unset follow from the memory budget (docs/caps.md "Memory")."""
+        budget = derived_caps(self)
+        for name, value in budget.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        return self
 
     @field_validator("broker")
     @classmethod

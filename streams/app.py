@@ -32,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from streams import hot_path, kafka
 from streams.heap import TrimWhenQuiet, release_free_memory
 from streams.ingest import batch_fetch, consumer_fixes
+from streams.outputs import fit
 from streams.outputs.batches import MAX_BATCH_BYTES, BatchSender
 from streams.outputs.metrics import BatchSizes, ConsumerLag, LivePulseCollector
 from streams.outputs.snapshots import SnapshotPacing
@@ -285,14 +286,16 @@ class Worker:
         """
         self.exit_if_frozen()
         s = self.s
-        sender = BatchSender(self.app.producer._ensure_producer())
+        limit = s.max_message_bytes
+        sender = BatchSender(self.app.producer._ensure_producer(), limit)
         changelog = self.store.changelog
         append, headers = sender.append, self.store.headers  # (every state record carries its epoch)
         for partition, key, value in out.state:
             if not append(changelog, partition, key, value, headers[partition]):
                 await sender.add(changelog, partition, key, value, headers[partition])
-        for key, record in out.dead_letters:
-            await sender.add(s.topic_dlq, await sender.partition_of(s.topic_dlq, key), key, orjson.dumps(record))
+        for dlq_key, record in out.dead_letters:
+            dlq_key, value = fit.dead_letter(dlq_key, record, limit)
+            await sender.add(s.topic_dlq, await sender.partition_of(s.topic_dlq, dlq_key), dlq_key, value)
         for topic, forwarded in ((s.topic_rekeyed, out.rekeyed), (s.topic_roi_facts, out.roi_facts)):
             for key, value in forwarded:
                 await sender.add(topic, partition_for(key, self.partitions), key, value)
@@ -301,7 +304,19 @@ class Worker:
             id_field = "attendee_id" if topic == s.topic_leads else "event_id"
             for record in records:
                 key = record[id_field].encode()
-                await sender.add(topic, await sender.partition_of(topic, key), key, orjson.dumps(record))
+                partition, value = await sender.partition_of(topic, key), orjson.dumps(record)
+                if fit.record_bytes(key, value) > limit:  # never sent as is (outputs/fit.py)
+                    fitted = fit.summary(key, record, limit) if topic == s.topic_summary else None
+                    oversized = self.processor.counters.oversized
+                    oversized[topic] = oversized.get(topic, 0) + 1
+                    if fitted is None:
+                        letter = fit.output_too_large(topic, partition, key, value, limit, int(time.time() * 1000))
+                        dlq_key, value = fit.dead_letter(key, letter, limit)
+                        await sender.add(s.topic_dlq, await sender.partition_of(s.topic_dlq, dlq_key), dlq_key,
+                                         value)
+                        continue
+                    value = fitted
+                await sender.add(topic, partition, key, value)
         self.exit_if_frozen()  # again: adding may have waited (the last moment before the bulk of the sends)
         sent = await sender.flush()
         if not sent:

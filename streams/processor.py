@@ -116,6 +116,7 @@ class Counters:
     rekeyed: int = 0
     after_retention: int = 0
     capped: dict[str, int] = field(default_factory=dict)  # cap -> records rejected by it
+    oversized: dict[str, int] = field(default_factory=dict)  # output topic -> records too large to send as built
     abandoned: int = 0  # events dropped without an end
     deferred: int = 0  # records received while their partition was not (yet) restored here; read again later
     newest_ts: int | None = None  # ts of the newest record processed (event-time lag)

@@ -233,9 +233,17 @@ class LivePulseCollector:
         )
         for cap, n in c.capped.items():
             capped.add_metric([cap], n)
+        oversized = CounterMetricFamily(
+            "livepulse_output_records_too_large",
+            "Output records over LIVEPULSE_MAX_MESSAGE_BYTES: trimmed (summaries) or replaced by a dead letter.",
+            labels=["topic"],
+        )
+        for topic, n in c.oversized.items():
+            oversized.add_metric([topic], n)
         yield processed
         yield rejected
         yield capped
+        yield oversized
         yield CounterMetricFamily("livepulse_events_abandoned", "Events dropped without an end after a long silence.",
                                   value=c.abandoned)
         yield CounterMetricFamily("livepulse_duplicates_dropped", "Duplicate interactions dropped.", value=c.duplicates)

@@ -137,6 +137,7 @@ class Processor:
         self.roi_views: dict[str, dict] = {}  # event_id -> latest ROI record
         self.counters = Counters()
         self.attendee_budget = Budget(settings.max_attendees_per_worker)  # attendees over all events held
+        self.roi_budgets = (Budget(settings.max_opportunities_per_worker), Budget(settings.max_persons_per_worker))
         self._unpersisted: dict[str, EventState] = {}  # events changed since the last persist
         self._topic_index = {settings.topic_interactions: 0, settings.topic_rekeyed: 1, settings.topic_events: 2}
 
@@ -256,14 +257,29 @@ class Processor:
         if fact == "event":
             ledger.add_event(decoded)
         elif fact == "leads":
-            ledger.add_leads(decoded["event_id"], decoded["leads"])
+            self._roi_capped(rec, ledger.add_leads(decoded["event_id"], decoded["leads"]), now_ms, out)
         else:
-            ledger.add_opportunity(decoded)
+            self._roi_capped(rec, ledger.add_opportunity(decoded), now_ms, out)
+
+    def _roi_capped(self, rec: InputRecord, capped, now_ms: int, out: Output) -> None:
+        """A ROI cap kept an opportunity (capped: the cap) or some leads of a fact ((cap, how many)) out."""
+        if capped is None:
+            return
+        cap, left_out = capped if isinstance(capped, tuple) else (capped, 0)
+        self.counters.capped[cap] = self.counters.capped.get(cap, 0) + 1
+        setting = {"opportunities": "max_opportunities_per_organizer", "persons": "max_persons_per_organizer",
+                   "worker_opportunities": "max_opportunities_per_worker",
+                   "worker_persons": "max_persons_per_worker"}.get(cap)
+        why = (f"applied without {left_out} leads: " if left_out else "") + (
+            f"the cap {getattr(self.s, setting)} (LIVEPULSE_{setting.upper()})" if setting
+            else "a person holds at most 64 events")
+        crm = rec.topic == self.s.topic_opportunities
+        self._reject(rec, Rejection("cap_exceeded", why), "opportunity" if crm else "roi_fact", now_ms, out)
 
     def _ledger(self, organizer: str, partition: int) -> Ledger:
         ledger = self.ledgers.get(organizer)
         if ledger is None:
-            ledger = self.ledgers[organizer] = Ledger(organizer, self.roi_params)
+            ledger = self.ledgers[organizer] = Ledger(organizer, self.roi_params, *self.roi_budgets)
             self.ledger_partition[organizer] = partition
         return ledger
 
@@ -404,7 +420,9 @@ class Processor:
             self.views.pop(event_id, None)
             self._unpersisted.pop(event_id, None)
         for organizer in [o for o, p in self.ledger_partition.items() if p in partitions]:
-            for event_id in self.ledgers.pop(organizer).events:
+            ledger = self.ledgers.pop(organizer)
+            ledger.release()
+            for event_id in ledger.events:
                 self.roi_views.pop(event_id, None)
             del self.ledger_partition[organizer]
 

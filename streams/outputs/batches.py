@@ -53,9 +53,8 @@ class BatchSender:
                headers: list[tuple[str, bytes]] = NO_HEADERS) -> bool:
         """Add a record to the open batch of (topic, partition) without awaiting anything; False when that batch
         is full (then `add` it: a coroutine per record cost more than the append itself, for thousands a poll)."""
-        if value is not None and len(value) > self.max_message_bytes - 8192:  # (near the limit: count exactly)
-            check(topic, key, value, headers, self.max_message_bytes)
-        elif key is not None and len(key) > 4096:
+        big_value = value is not None and len(value) > self.max_message_bytes - 8192
+        if big_value or (key is not None and len(key) > 4096):  # (near the limit: count exactly)
             check(topic, key, value, headers, self.max_message_bytes)
         tp = (topic, partition)
         builder = self._open.get(tp)

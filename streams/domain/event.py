@@ -779,7 +779,8 @@ class EventState:
 
     def roi_facts(self, summary: dict, leads: list[dict], chunk: int = 1000) -> list[dict]:
         """What the ROI ledger of this event's organiser needs: the event's figures, then its leads in chunks
-        (one record per lead would double the output volume; one record for 50,000 leads would be too big)."""
+        (one record per lead would double the output volume; one record for 50,000 leads would be too big: a
+        chunk holds at most `chunk` leads and IDS_RECORD_BYTES)."""
         meta = self.meta
         base = {"organizer_id": meta.get("organizer_id") or "default", "event_id": self.event_id}
         start = self.start_ts()
@@ -791,9 +792,18 @@ class EventState:
             **{k: summary[k] for k in ("registrations", "unique_attendees", "attendance_rate", "engagement_score",
                                        "mqls")},
         }
-        rows = [[x["attendee_id"], x["attended"], x["registered"], x["grade"],
-                 self.attendees[x["attendee_id"]].accounts, x["key_account"]] for x in leads]
-        return [event] + [base | {"fact": "leads", "leads": rows[i:i + chunk]} for i in range(0, len(rows), chunk)]
+        facts, rows, size = [event], [], 0
+        for x in leads:  # chunks of at most `chunk` leads and IDS_RECORD_BYTES (each lead bounded by json_size)
+            accounts = self.attendees[x["attendee_id"]].accounts
+            row_size = json_size(x["attendee_id"]) + sum(json_size(a) + 1 for a in accounts) + 40
+            if rows and (len(rows) >= chunk or size + row_size > IDS_RECORD_BYTES):
+                facts.append(base | {"fact": "leads", "leads": rows})
+                rows, size = [], 0
+            rows.append([x["attendee_id"], x["attended"], x["registered"], x["grade"], accounts, x["key_account"]])
+            size += row_size
+        if rows:
+            facts.append(base | {"fact": "leads", "leads": rows})
+        return facts
 
     def leads(self) -> list[dict]:
         p = self.p

@@ -29,11 +29,21 @@ def test_every_setting_is_documented():
     names += [f"LIVEPULSE_SCORE_{n.upper()}" for n in ScoreWeights.model_fields]
     names += [f"LIVEPULSE_GRADE_{n.upper()}" for n in LeadGrades.model_fields]
     gateway_doc = (ROOT / "docs" / "gateway.md").read_text()
-    missing = [n for n in names if f"`{n}`" not in (gateway_doc if n.startswith("LIVEPULSE_GATEWAY_") else README)]
-    assert not missing, f"settings missing from README (docs/gateway.md for the gateway's): {missing}"
-    for name, text in (("README", README), ("docs/gateway.md", gateway_doc)):
+    caps_doc = (ROOT / "docs" / "caps.md").read_text()
+    missing = [n for n in names if f"`{n}`" not in (gateway_doc if n.startswith("LIVEPULSE_GATEWAY_")
+                                                      else README + caps_doc)]
+    assert not missing, f"settings missing from README or docs/caps.md (docs/gateway.md for the gateway's): {missing}"
+    for name, text in (("README", README), ("docs/gateway.md", gateway_doc), ("docs/caps.md", caps_doc)):
         documented = set(re.findall(r"`(LIVEPULSE_[A-Z_]+)`", text))
         assert documented <= set(names), f"{name} documents unknown settings: {documented - set(names)}"
+
+
+def test_caps_doc_shows_the_derived_defaults():
+    from streams.settings import derived_caps
+
+    caps_doc = (ROOT / "docs" / "caps.md").read_text()
+    for name, value in derived_caps(Settings()).items():
+        assert f"| `LIVEPULSE_{name.upper()}` | derived: `{value}` |" in caps_doc, name
 
 
 def test_every_exported_metric_is_documented():

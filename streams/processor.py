@@ -404,7 +404,9 @@ class Processor:
         for event_id, (event, attendees, windows, id_records) in grouped.items():
             ev = EventState.from_parts(event_id, self.params, event, attendees, windows, id_records)
             ev.budget = self.attendee_budget
-            self.attendee_budget.held += len(ev.attendees)  # (may pass the limit: they were admitted elsewhere)
+            replaced = self.events.get(event_id)
+            self.attendee_budget.held += len(ev.attendees) - (len(replaced.attendees) if replaced else 0)
+            # (may pass the limit: they were admitted elsewhere)
             ev.wall_last = wall_now
             self.events[event_id] = ev
             self.event_partition[event_id] = partition

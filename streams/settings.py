@@ -185,7 +185,7 @@ class Settings(BaseSettings):
         86400.0, ge=0, description="Records stamped further than this ahead of the wall clock are rejected."
     )
     max_message_bytes: int = Field(
-        1_048_576, ge=65_536,
+        1_048_576, ge=1_048_576,
         description="Largest record (key, value, headers and framing) any topic LivePulse writes accepts: Kafka's "
         "max.message.bytes of the smallest one (docs/caps.md). State records stay below it by construction; an "
         "output record above it is never sent.",

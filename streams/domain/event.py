@@ -792,7 +792,9 @@ class EventState:
             **{k: summary[k] for k in ("registrations", "unique_attendees", "attendance_rate", "engagement_score",
                                        "mqls")},
         }
-        facts, rows, size = [event], [], 0
+        facts: list[dict] = [event]
+        rows: list[list] = []
+        size = 0
         for x in leads:  # chunks of at most `chunk` leads and IDS_RECORD_BYTES (each lead bounded by json_size)
             accounts = self.attendees[x["attendee_id"]].accounts
             row_size = json_size(x["attendee_id"]) + sum(json_size(a) + 1 for a in accounts) + 40

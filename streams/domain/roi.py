@@ -41,7 +41,7 @@ class RoiParams:
     lead_memory_days: int = 365
     lateness_days: int = 30
     max_opportunities: int = 20_000
-    max_persons: int = 50_000
+    max_persons: int = 40_000
 
     @classmethod
     def from_settings(cls, s) -> RoiParams:
@@ -495,8 +495,8 @@ class Ledger:
         heap = self._person_heap
         while heap and clock > heap[0][0] + memory:
             last, aid = heapq.heappop(heap)
-            person = self.persons.get(aid)
-            if person is None or person["events"] or person["last"] != last:
+            gone = self.persons.get(aid)
+            if gone is None or gone["events"] or gone["last"] != last:
                 continue
             del self.persons[aid]
             if self.person_budget is not None:

@@ -31,7 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from streams import hot_path, kafka
 from streams.heap import TrimWhenQuiet, release_free_memory
-from streams.ingest import batch_fetch, consumer_fixes
+from streams.ingest import batch_fetch, consumer_fixes, poison
 from streams.outputs.batches import MAX_BATCH_BYTES, BatchSender
 from streams.outputs.metrics import BatchSizes, ConsumerLag, LivePulseCollector
 from streams.outputs.snapshots import SnapshotPacing
@@ -98,6 +98,11 @@ class Worker:
         self.unpersisted_ends: dict[Any, int] = {}  # input partition -> offset after its last processed record
         self.next_checkpoint = 0.0  # (time.monotonic)
         self.heap_trim = TrimWhenQuiet()  # freed heap memory back to the OS (streams/heap.py)
+        self.poison = poison.guard_for(settings.data_dir, settings.poison_attempts)
+        if self.poison.died_in:
+            log.warning("the previous process died while processing %s: those records are taken one at a time "
+                        "now, and one it died on %d times alone is skipped", self.poison.died_in,
+                        settings.poison_attempts)
         table.on_recovered = self.on_recovered
 
     # ------------------------------------------------------------------ rebalances
@@ -229,8 +234,25 @@ class Worker:
         self.heap_trim.busy()
         async with self.emitting:
             self.unpersisted_ends.update(ends or {})
-            out = self.processor.process(records, time.time(), persist=False)
+            out = self.apply(records, time.time())
             await self.send(out, checkpoint=ends is None or self.checkpoint_due())
+
+    def apply(self, records: list[Any], wall_now: float) -> Output:
+        """The Processor's work on a batch, noted in flight (ingest/poison.py): records the process died on
+        before are taken one at a time, and skipped once it died on one of them poison_attempts times."""
+        guard, out = self.poison, None
+        for chunk, deaths in guard.chunks(records):
+            if deaths >= guard.max_attempts:
+                log.error("skipping %s[%d] offset %d: this worker died %d times while processing it alone; "
+                          "dead-lettered (poison_record)", chunk[0].topic, chunk[0].partition, chunk[0].offset,
+                          deaths)
+                part = self.processor.poisoned(chunk[0], deaths, wall_now)
+            else:
+                guard.begin(chunk)
+                part = self.processor.process(chunk, wall_now, persist=False)
+            guard.done(chunk)
+            out = part if out is None else out.extend(part)
+        return out if out is not None else Output()
 
     async def checkpoint(self) -> None:
         """Persist everything processed so far and mark it done now: before a revocation commits, and at shutdown,

@@ -12,6 +12,7 @@ in the order EventState.take_writes gives, the event record last -- see README "
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
@@ -37,10 +38,13 @@ from streams.ingest.deadletter import dead_letter
 from streams.ingest.decode import (
     Rejection,
     decode_event,
+    decode_fact,
     decode_interaction,
     decode_opportunity,
 )
 from streams.partitioning import partition_for
+
+log = logging.getLogger("livepulse.processor")
 
 # State keys of an event (event ids cannot contain "/" or "|"): "<event_id>/" its event record,
 # "<event_id>/<attendee_id>" an attendee, "<event_id>|w<window start>" a minute window, "<event_id>|i<n>" ids record n.
@@ -48,7 +52,6 @@ SEP = "/"
 SIDE = "|"
 SIDE_KIND = {WINDOW: "w", IDS: "i"}
 ROI_PREFIX = "#roi/"  # ROI state keys: "#roi/<organizer_id>/<e|p|o>/<id>" ("#" cannot start an event id)
-FACTS = ("event", "leads", "opportunity")
 # Domain results that a cap rejected -> (cap label, the setting that sets it).
 CAP_OF = {CAPPED_ATTENDEES: ("attendees", "max_attendees_per_event"),
           CAPPED_INTERACTIONS: ("interactions", "max_interactions_per_attendee")}
@@ -94,6 +97,19 @@ class Output:
     roi: list[dict] = field(default_factory=list)
     state: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)  # (partition, key, value|tombstone)
 
+    def extend(self, later: Output) -> Output:
+        """Append what a later part of the same batch produced (kept in order, field by field)."""
+        self.dead_letters.extend(later.dead_letters)
+        self.rekeyed.extend(later.rekeyed)
+        self.minutes.extend(later.minutes)
+        self.summaries.extend(later.summaries)
+        self.leads.extend(later.leads)
+        self.live.extend(later.live)
+        self.roi_facts.extend(later.roi_facts)
+        self.roi.extend(later.roi)
+        self.state.extend(later.state)
+        return self
+
 
 @dataclass
 class Counters:
@@ -108,6 +124,8 @@ class Counters:
     after_retention: int = 0
     capped: dict[str, int] = field(default_factory=dict)  # cap -> records rejected by it
     abandoned: int = 0  # events dropped without an end
+    failed: int = 0  # records whose processing raised (dead-lettered as processing_error)
+    poisoned: int = 0  # records the process died on again and again, skipped (dead-lettered as poison_record)
     deferred: int = 0  # records received while their partition was not (yet) restored here; read again later
     newest_ts: int | None = None  # ts of the newest record processed (event-time lag)
 
@@ -127,6 +145,7 @@ class Processor:
         self.roi_views: dict[str, dict] = {}  # event_id -> latest ROI record
         self.counters = Counters()
         self._unpersisted: dict[str, EventState] = {}  # events changed since the last persist
+        self._failures_logged: set[str] = set()  # where processing raised (each logged once with its traceback)
         self._topic_index = {settings.topic_interactions: 0, settings.topic_rekeyed: 1, settings.topic_events: 2}
 
     # ------------------------------------------------------------------ batches
@@ -143,59 +162,65 @@ class Processor:
         topic_events, topic_index = s.topic_events, self._topic_index
         processed = c.processed
         for rec in batch:
-            topic = rec.topic  # (aiokafka's records are plain objects: each attribute read is a dict lookup)
-            processed[topic] = processed.get(topic, 0) + 1
-            if topic in roi_topics:
-                self._roi_record(rec, now_ms, out, ledgers)
-                continue
-            is_event = topic == topic_events
-            # (two direct calls rather than one through a conditional: compiled, that is a C call, not a Python one)
-            if is_event:
-                decoded = decode_event(rec.value, now_ms=now_ms, max_bytes=max_bytes, max_future_skew_ms=skew_ms)
-            else:
-                decoded = decode_interaction(rec.value, now_ms=now_ms, max_bytes=max_bytes, max_future_skew_ms=skew_ms)
-            if isinstance(decoded, Rejection):
-                self._reject(rec, decoded, "event" if is_event else "interaction", now_ms, out)
-                continue
-            event_id = decoded["event_id"]
-            partition = rec.partition
-            if self._home_partition(event_id, rec.key, partition) != partition:
-                # Valid but on another worker's partition (null or wrong key): send it home, keyed right.
-                c.rekeyed += 1
-                out.rekeyed.append((event_id.encode(), rec.value))
-                continue
-            if event_id in self.forgotten:
-                c.after_retention += 1
-                continue
-            ev = self.events.get(event_id)
-            if ev is None:
-                if len(self.events) >= s.max_events:
-                    self._capped(rec, "events", f"this worker already tracks {s.max_events} events "
-                                 "(LIVEPULSE_MAX_EVENTS)", is_event, now_ms, out)
+            try:
+                topic = rec.topic  # (aiokafka's records are plain objects: each attribute read is a dict lookup)
+                processed[topic] = processed.get(topic, 0) + 1
+                if topic in roi_topics:
+                    self._roi_record(rec, now_ms, out, ledgers)
                     continue
-                ev = self.events[event_id] = EventState(event_id, self.params)
-                self.event_partition[event_id] = partition
-            ev.wall_last = wall_now
-            touched[event_id] = ev
-            if is_event:
-                ev.apply_lifecycle(decoded)
-            else:
-                result = ev.apply_interaction(decoded, topic_index.get(topic, 0), rec.offset)
-                if result == DUPLICATE:
-                    c.duplicates += 1
+                is_event = topic == topic_events
+                # (two direct calls rather than one through a conditional: compiled, a C call, not a Python one)
+                if is_event:
+                    decoded = decode_event(rec.value, now_ms=now_ms, max_bytes=max_bytes,
+                                           max_future_skew_ms=skew_ms)
+                else:
+                    decoded = decode_interaction(rec.value, now_ms=now_ms, max_bytes=max_bytes,
+                                                 max_future_skew_ms=skew_ms)
+                if isinstance(decoded, Rejection):
+                    self._reject(rec, decoded, "event" if is_event else "interaction", now_ms, out)
                     continue
-                if result == REDELIVERED:  # replay after a restart: already in the restored state
-                    c.redelivered += 1
+                event_id = decoded["event_id"]
+                partition = rec.partition
+                if self._home_partition(event_id, rec.key, partition) != partition:
+                    # Valid but on another worker's partition (null or wrong key): send it home, keyed right.
+                    c.rekeyed += 1
+                    out.rekeyed.append((event_id.encode(), rec.value))
                     continue
-                if result in CAP_OF:
-                    cap, setting = CAP_OF[result]
-                    why = f"the {'event' if cap == 'attendees' else 'attendee'} already has {getattr(s, setting)} {cap}"
-                    self._capped(rec, cap, f"{why} (LIVEPULSE_{setting.upper()})", False, now_ms, out)
+                if event_id in self.forgotten:
+                    c.after_retention += 1
                     continue
-                if result == LATE:
-                    c.late += 1
-                if c.newest_ts is None or decoded["ts"] > c.newest_ts:
-                    c.newest_ts = decoded["ts"]
+                ev = self.events.get(event_id)
+                if ev is None:
+                    if len(self.events) >= s.max_events:
+                        self._capped(rec, "events", f"this worker already tracks {s.max_events} events "
+                                     "(LIVEPULSE_MAX_EVENTS)", is_event, now_ms, out)
+                        continue
+                    ev = self.events[event_id] = EventState(event_id, self.params)
+                    self.event_partition[event_id] = partition
+                ev.wall_last = wall_now
+                touched[event_id] = ev
+                if is_event:
+                    ev.apply_lifecycle(decoded)
+                else:
+                    result = ev.apply_interaction(decoded, topic_index.get(topic, 0), rec.offset)
+                    if result == DUPLICATE:
+                        c.duplicates += 1
+                        continue
+                    if result == REDELIVERED:  # replay after a restart: already in the restored state
+                        c.redelivered += 1
+                        continue
+                    if result in CAP_OF:
+                        cap, setting = CAP_OF[result]
+                        whose = "event" if cap == "attendees" else "attendee"
+                        why = f"the {whose} already has {getattr(s, setting)} {cap}"
+                        self._capped(rec, cap, f"{why} (LIVEPULSE_{setting.upper()})", False, now_ms, out)
+                        continue
+                    if result == LATE:
+                        c.late += 1
+                    if c.newest_ts is None or decoded["ts"] > c.newest_ts:
+                        c.newest_ts = decoded["ts"]
+            except Exception as exc:  # noqa: BLE001 - a bug of ours must not stop the worker on this record
+                self._failed(rec, exc, now_ms, out)
         for ev in touched.values():
             ev.advance()
             out.minutes.extend(ev.take_closed_windows())
@@ -211,24 +236,30 @@ class Processor:
         return out
 
     def _roi_record(self, rec: InputRecord, now_ms: int, out: Output, ledgers: dict[str, Ledger]) -> None:
-        """A CRM opportunity (validated, forwarded to its organiser's partition if need be) or an internal fact."""
+        """A CRM opportunity (validated, forwarded to its organiser's partition if need be) or an internal fact.
+
+        What a record is follows from its topic and, on roi.facts, from its validated `fact`: a CRM record may
+        carry any extra field, a `fact` of its own included, and that field means nothing."""
         s, c = self.s, self.counters
         crm = rec.topic == s.topic_opportunities
+        skew_ms = int(s.max_future_skew_s * 1000)
         if crm:
             decoded = decode_opportunity(rec.value, now_ms=now_ms, max_bytes=s.max_record_bytes,
-                                         max_future_skew_ms=int(s.max_future_skew_s * 1000))
+                                         max_future_skew_ms=skew_ms)
         else:
-            decoded = _decode_fact(rec.value)
+            decoded = decode_fact(rec.value, now_ms=now_ms, max_future_skew_ms=skew_ms)
         if isinstance(decoded, Rejection):
             self._reject(rec, decoded, "opportunity" if crm else "roi_fact", now_ms, out)
             return
+        fact = "opportunity" if crm else decoded["fact"]
         organizer = organizer_of(decoded)
         if crm:
             key = organizer.encode()
             home = rec.partition if rec.key == key else partition_for(key, self.partitions)
             if home != rec.partition:
                 c.rekeyed += 1
-                out.roi_facts.append((key, orjson.dumps({"fact": "opportunity", **decoded})))
+                forwarded = {**decoded, "fact": "opportunity", "organizer_id": organizer}  # (ours win)
+                out.roi_facts.append((key, orjson.dumps(forwarded)))
                 return
         if organizer not in self.ledgers and len(self.ledgers) >= s.max_organizers:
             self.counters.capped["organizers"] = self.counters.capped.get("organizers", 0) + 1
@@ -237,7 +268,6 @@ class Processor:
             return
         ledger = self._ledger(organizer, rec.partition)
         ledgers[organizer] = ledger
-        fact = decoded.get("fact", "opportunity")
         if fact == "event":
             ledger.add_event(decoded)
         elif fact == "leads":
@@ -268,6 +298,37 @@ class Processor:
         c.rejected[why.reason] = c.rejected.get(why.reason, 0) + 1
         out.dead_letters.append((rec.key, dead_letter(why, topic=rec.topic, partition=rec.partition, offset=rec.offset,
                                                       key=rec.key, value=rec.value, schema=schema, now_ms=now_ms)))
+
+    def _failed(self, rec: InputRecord, exc: Exception, now_ms: int, out: Output) -> None:
+        """A record whose processing raised. That is a fault of ours, not of its sender, but the record must not
+        stop the worker: it would meet the same record after every restart, and so would every other worker.
+        Dead-lettered with the exception (type and message: never settings, so never a secret) and logged, with
+        its traceback once per place it was raised."""
+        self.counters.failed += 1
+        where = _raised_at(exc)
+        if where not in self._failures_logged:
+            self._failures_logged.add(where)
+            log.error("a record of %s[%d] at offset %d could not be processed: dead-lettered (processing_error); "
+                      "further failures raised at %s are counted, not logged", rec.topic, rec.partition,
+                      rec.offset, where, exc_info=exc)
+        schema = self._schema_of(rec.topic)
+        self._reject(rec, Rejection("processing_error", f"{type(exc).__name__}: {exc}"), schema, now_ms, out)
+
+    def _schema_of(self, topic: str) -> str:
+        """The contract a record of `topic` is checked against (the DLQ record's `schema`)."""
+        s = self.s
+        return {s.topic_events: "event", s.topic_opportunities: "opportunity", s.topic_roi_facts: "roi_fact"}.get(
+            topic, "interaction")
+
+    def poisoned(self, rec: InputRecord, deaths: int, wall_now: float) -> Output:
+        """A record the worker died on `deaths` times (ingest/poison.py): skipped, dead-lettered, counted."""
+        out = Output()
+        self.counters.poisoned += 1
+        self.counters.processed[rec.topic] = self.counters.processed.get(rec.topic, 0) + 1
+        why = f"a worker died {deaths} times while processing this record: skipped (LIVEPULSE_POISON_ATTEMPTS)"
+        schema = self._schema_of(rec.topic)
+        self._reject(rec, Rejection("poison_record", why), schema, int(wall_now * 1000), out)
+        return out
 
     def _capped(self, rec: InputRecord, cap: str, why: str, is_event: bool, now_ms: int, out: Output) -> None:
         """A valid record a cap keeps out: dead-lettered like bad input (nothing is silently lost) and counted."""
@@ -407,12 +468,10 @@ def event_of_key(key: bytes) -> str | None:
     return text.partition(SEP)[0].partition(SIDE)[0]
 
 
-def _decode_fact(value: bytes | None) -> dict | Rejection:
-    """Internal facts are written by LivePulse itself; still, a foreign record must not crash the worker."""
-    try:
-        fact = orjson.loads(value or b"")
-    except orjson.JSONDecodeError as exc:
-        return Rejection("invalid_json", f"not JSON: {exc}")
-    if not isinstance(fact, dict) or fact.get("fact") not in FACTS:
-        return Rejection("schema_violation", f"$.fact: expected one of {', '.join(FACTS)}")
-    return fact
+
+def _raised_at(exc: BaseException) -> str:
+    """file:line of the innermost frame that raised: failures of one bug share it."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return "?" if tb is None else f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"

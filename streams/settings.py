@@ -179,6 +179,11 @@ class Settings(BaseSettings):
         description="Minute windows further than this before an event's newest are skipped (a forged or broken ts).",
     )
     max_organizers: int = Field(1_000, ge=1, description="Most organisers one worker keeps ROI ledgers for.")
+    poison_attempts: int = Field(
+        3, ge=1,
+        description="A record the worker process died on this many times, alone in flight, is skipped and "
+        "dead-lettered (poison_record); see README \"Records that crash a worker\".",
+    )
     abandon_after_s: float = Field(
         7 * 86400.0, gt=0,
         description="An event that never ended, silent this long (and past its scheduled end), is dropped.",

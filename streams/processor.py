@@ -7,7 +7,7 @@ Per batch: decode and validate every record (rejects become dead letters), forwa
 the wrong partition, apply the rest to their EventState in partition order, then once per touched event bring
 derived state up to date and collect closed minute windows. When asked to persist (after every batch, or once
 per checkpoint interval: the worker decides), list the state keys every event changed since the last persist,
-in the order EventState.take_writes gives, the event record last -- see README "Commit order".
+in the order EventState.take_writes gives, the event record last -- see docs/guarantees.md "Commit order".
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ScoreWeights(BaseSettings):
-    """Weights of the engagement score (README: "Engagement score"); they should sum to 100."""
+    """Weights of the engagement score (docs/semantics.md "Engagement score"); they should sum to 100."""
 
     model_config = SettingsConfigDict(env_prefix="LIVEPULSE_SCORE_", extra="ignore")
 
@@ -28,7 +28,7 @@ class ScoreWeights(BaseSettings):
 
 
 class LeadGrades(BaseSettings):
-    """Engagement-score thresholds of the lead grades (README: "Leads and grades"); below `c` is grade D."""
+    """Engagement-score thresholds of the lead grades (docs/semantics.md "Leads and grades"); below `c` is grade D."""
 
     model_config = SettingsConfigDict(env_prefix="LIVEPULSE_GRADE_", extra="ignore")
 
@@ -142,7 +142,7 @@ class Settings(BaseSettings):
         300.0, gt=0, description="How long a starting worker waits for Kafka to answer before giving up."
     )
 
-    # --- Semantics (README: "Semantics") ----------------------------------------------
+    # --- Semantics (docs/semantics.md) ------------------------------------------------------
     idle_timeout_s: float = Field(120.0, gt=0, description="Silence after which a present attendee has left.")
     allowed_lateness_s: float = Field(
         30.0, ge=0, description="Out-of-order tolerance: records this far behind the event clock are still exact."
@@ -166,7 +166,7 @@ class Settings(BaseSettings):
     max_future_skew_s: float = Field(
         86400.0, ge=0, description="Records stamped further than this ahead of the wall clock are rejected."
     )
-    # --- Caps: bounded memory whatever the input (README: "Caps") --------------------------
+    # --- Caps: bounded memory whatever the input (docs/semantics.md "Caps") -----------------------
     max_events: int = Field(10_000, ge=1, description="Most events one worker tracks; records of more are rejected.")
     max_attendees_per_event: int = Field(
         250_000, ge=1, description="Most distinct attendees per event; records of more are rejected."
@@ -182,13 +182,13 @@ class Settings(BaseSettings):
     poison_attempts: int = Field(
         3, ge=1,
         description="A record the worker process died on this many times, alone in flight, is skipped and "
-        "dead-lettered (poison_record); see README \"Records that crash a worker\".",
+        "dead-lettered (poison_record); see docs/guarantees.md \"Records that crash a worker\".",
     )
     abandon_after_s: float = Field(
         7 * 86400.0, gt=0,
         description="An event that never ended, silent this long (and past its scheduled end), is dropped.",
     )
-    # --- Marketing ROI (README: "Marketing ROI") ---------------------------------------
+    # --- Marketing ROI (docs/semantics.md "Marketing ROI") ------------------------------------
     roi_enabled: bool = Field(
         True, description="Feed ended events to the ROI ledgers (off: no ROI records and no ROI state)."
     )

@@ -5,7 +5,7 @@ Plain Python, no framework. Input are *facts* -- an ended event (`event_fact`), 
 never of their arrival order. Each kind of fact merges as a join (set union, min, max), so a replay after a
 restart or a duplicate changes nothing: idempotent without any offset bookkeeping.
 
-Rules (README "Marketing ROI"):
+Rules (docs/semantics.md "Marketing ROI"):
 - A *new lead* of event E is a person (attendee or registrant) of E whose first event of this organiser, by
   start time then event id, is E. The person memory is kept `lead_memory_days` after a person's last event.
 - An opportunity is *touched* by E when its attendee attended E or someone of its account attended E, and it was
@@ -225,7 +225,7 @@ class Ledger:
         """Forget what can no longer change a figure once the clock (newest event time seen) has passed it by the
         CRM lateness: events past their widest window (their last ROI record is final), opportunities created
         before any held window, persons not seen for `lead_memory_days`. CRM versions older than that lateness
-        arriving afterwards are applied to what is still held (README "Marketing ROI")."""
+        arriving afterwards are applied to what is still held (docs/semantics.md "Marketing ROI")."""
         late = self.p.lateness_days * DAY_MS
         clock = self.clock - late
         widest = max(self.p.attribution_days, self.p.attribution_days_key_accounts) * DAY_MS

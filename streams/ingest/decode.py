@@ -24,7 +24,7 @@ TIME_FIELDS = {"interaction": ("ts",), "event": ("ts", "scheduled_start", "sched
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    reason: str  # machine-readable code (README "Topics")
+    reason: str  # machine-readable code (README "Dead-letter reason codes")
     error: str  # for a human: what is wrong and where
 
 

@@ -18,7 +18,8 @@ MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything older is a broken 
 PLANNING_HORIZON_MS = 5 * 366 * 86_400_000  # scheduled times: up to about five years ahead
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
-TIME_FIELDS = {"interaction": ("ts",), "event": ("ts", "scheduled_start", "scheduled_end"), "opportunity": ("ts",)}
+TIME_FIELDS = {"interaction": ("ts",), "event": ("ts", "scheduled_start", "scheduled_end"), "opportunity": ("ts",),
+               "erasure": ("ts",)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,12 @@ def decode_event(value: bytes | None, *, now_ms: int, max_bytes: int = 65536,
 def decode_opportunity(value: bytes | None, *, now_ms: int, max_bytes: int = 65536,
                        max_future_skew_ms: int = 86_400_000) -> dict | Rejection:
     return _decode("opportunity", value, now_ms, max_bytes, max_future_skew_ms)
+
+
+def decode_erasure(value: bytes | None, *, now_ms: int, max_bytes: int = 65536,
+                   max_future_skew_ms: int = 86_400_000) -> dict | Rejection:
+    """An erasure request (schemas/erasure.json, docs/data-protection.md)."""
+    return _decode("erasure", value, now_ms, max_bytes, max_future_skew_ms)
 
 
 def _decode(kind: str, value: bytes | None, now_ms: int, max_bytes: int, skew_ms: int) -> dict | Rejection:

@@ -38,12 +38,15 @@ async def send_erasure(settings: Settings, request: dict, timeout: float = 30.0)
     configs = topic_configs(settings)
     counts = await kafka.ensure_topics(settings, {settings.topic_interactions: settings.partitions}, configs=configs)
     n = counts[settings.topic_interactions]
-    n = (await kafka.ensure_topics(settings, {settings.topic_erasure: n}, configs=configs))[settings.topic_erasure]
+    n = (await kafka.ensure_topics(settings, {settings.topic_erasure: n, settings.topic_leads: n},
+                                   configs=configs))[settings.topic_erasure]
     producer = AIOKafkaProducer(**kafka.client_kwargs(settings), acks="all", enable_idempotence=False)
     await producer.start()
     try:
         key, value = request["attendee_id"].encode(), orjson.dumps(request)
         sent = [await producer.send(settings.topic_erasure, value, key=key, partition=p) for p in range(n)]
+        # Versions before event_id/attendee_id lead keys keyed leads by attendee_id alone: tombstone that key too.
+        sent.append(await producer.send(settings.topic_leads, None, key=key))
         await asyncio.wait_for(asyncio.gather(*sent), timeout)
     finally:
         await producer.stop()

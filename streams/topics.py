@@ -14,6 +14,8 @@ from streams.state.store import changelog_topic
 DAY_MS = 86_400_000
 # How long a tombstone itself stays readable after compaction (its key names an attendee): Kafka's default.
 TOMBSTONE_RETENTION_MS = DAY_MS
+# Longest a time-retained segment stays open: a record outlives its topic's retention by at most this much.
+SEGMENT_MS = DAY_MS
 
 
 def retention_ms(days: float) -> str:
@@ -23,7 +25,10 @@ def retention_ms(days: float) -> str:
 def topic_configs(s: Settings) -> dict[str, dict[str, str]]:
     """Topic -> the configs to create it with."""
     def timed(days: float) -> dict[str, str]:
-        return {"cleanup.policy": "delete", "retention.ms": retention_ms(days)}
+        configs = {"cleanup.policy": "delete", "retention.ms": retention_ms(days)}
+        if days >= 0:  # Kafka deletes whole segments: roll them often enough that retention is (nearly) exact
+            configs["segment.ms"] = str(max(60_000, min(SEGMENT_MS, round(days * DAY_MS))))
+        return configs
 
     compacted = {"cleanup.policy": "compact", "max.compaction.lag.ms": str(round(s.max_compaction_lag_days * DAY_MS)),
                  "delete.retention.ms": str(TOMBSTONE_RETENTION_MS)}

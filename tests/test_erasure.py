@@ -9,6 +9,8 @@ import random
 import orjson
 
 from streams.forget import erasure_request
+from streams.ingest.contracts import validate_output
+from streams.partitioning import partition_for
 from streams.processor import ROI_EXPIRY_INTERVAL_S, Processor, RawRecord
 from streams.testing import run_records
 from tests.test_roi import crm_records, hand_case, opp, settings_for
@@ -66,7 +68,8 @@ def test_erasure_removes_the_person_from_state_leads_and_roi_figures():
     assert "u1" not in fresh.ledgers["org-x"].persons
 
     # The same request again (a replay after a crash, or sent twice): nothing left to do.
-    again = proc.process([erasure(erasure_request("u1"), offset=1)], WALL)
+    again = proc.process([erasure(erasure_request("u1", now_ms=int(WALL * 1000)), offset=1)], WALL)
+    assert not again.dead_letters and proc.counters.processed[S.topic_erasure] == 2
     assert again.state == [] and again.roi == [] and again.lead_tombstones == []
 
 
@@ -86,7 +89,10 @@ def test_each_partition_erases_what_it_holds():
     proc.partitions = 4  # (the hand case lives on partition 0: copies on other partitions find nothing)
     request = erasure_request("u1", ("e1",))
     outs = [proc.process([erasure(request, partition=p)], WALL) for p in (1, 2, 3)]
-    assert all(o.state == [] and o.roi == [] for o in outs)
+    assert all(o.state == [] and o.roi == [] and not o.dead_letters for o in outs)
+    # e1 is named: its lead is tombstoned by the copy on e1's home partition (of 4) only.
+    home = partition_for(b"e1", 4)
+    assert [o.lead_tombstones for o in outs] == [[("e1", "u1")] if p == home else [] for p in (1, 2, 3)]
     assert "u1" in proc.ledgers["org-x"].persons
 
 
@@ -100,6 +106,8 @@ def test_invalid_erasure_requests_are_dead_lettered():
     assert [d["reason"] for d in (d for _, d in out.dead_letters)] == [
         "invalid_json", "schema_violation", "schema_violation", "schema_violation", "empty_value"]
     assert {d["schema"] for _, d in out.dead_letters} == {"erasure"}
+    for _, dead in out.dead_letters:
+        validate_output("dead_letter", dead)
     assert out.state == [] and "u1" in proc.ledgers["org-x"].persons
 
 

@@ -145,6 +145,7 @@ class Processor:
         touched: dict[str, EventState] = {}
         ledgers: dict[str, Ledger] = {}
         roi_topics = (s.topic_opportunities, s.topic_roi_facts)
+        erasure_topic = s.topic_erasure
         max_bytes, skew_ms = s.max_record_bytes, int(s.max_future_skew_s * 1000)  # (read once, not per record)
         topic_events, topic_index = s.topic_events, self._topic_index
         processed = c.processed
@@ -154,7 +155,7 @@ class Processor:
             if topic in roi_topics:
                 self._roi_record(rec, now_ms, out, ledgers)
                 continue
-            if topic == s.topic_erasure:
+            if topic == erasure_topic:
                 self._erasure_record(rec, now_ms, out, ledgers)
                 continue
             is_event = topic == topic_events

@@ -36,7 +36,7 @@ from streams.outputs.batches import MAX_BATCH_BYTES, BatchSender
 from streams.outputs.metrics import BatchSizes, ConsumerLag, LivePulseCollector
 from streams.outputs.snapshots import SnapshotPacing
 from streams.partitioning import partition_for
-from streams.processor import Output, Processor
+from streams.processor import Output, Processor, lead_key
 from streams.settings import Settings
 from streams.state.freeze_watch import FreezeWatch
 from streams.state.store import (
@@ -46,6 +46,7 @@ from streams.state.store import (
     changelog_topic,
     use_true_end_recovery,
 )
+from streams.topics import topic_configs
 
 log = logging.getLogger("livepulse.worker")
 
@@ -320,10 +321,13 @@ class Worker:
                 await sender.add(topic, partition_for(key, self.partitions), key, value)
         for topic, records in ((s.topic_minute, out.minutes), (s.topic_summary, out.summaries),
                                (s.topic_live, out.live), (s.topic_roi, out.roi), (s.topic_leads, out.leads)):
-            id_field = "attendee_id" if topic == s.topic_leads else "event_id"
             for record in records:
-                key = record[id_field].encode()
+                key = lead_key(record["event_id"], record["attendee_id"]) if topic == s.topic_leads else \
+                    record["event_id"].encode()
                 await sender.add(topic, await sender.partition_of(topic, key), key, orjson.dumps(record))
+        for event_id, attendee_id in out.lead_tombstones:  # erasure (docs/data-protection.md)
+            key = lead_key(event_id, attendee_id)
+            await sender.add(s.topic_leads, await sender.partition_of(s.topic_leads, key), key, None)
         self.exit_if_frozen()  # again: adding may have waited (the last moment before the bulk of the sends)
         sent = await sender.flush()
         if not sent:
@@ -355,7 +359,7 @@ class Worker:
 def input_topics(settings: Settings) -> tuple[str, ...]:
     """The topics the worker consumes (co-partitioned: one event's records share a partition number)."""
     return (settings.topic_interactions, settings.topic_events, settings.topic_rekeyed,
-            settings.topic_opportunities, settings.topic_roi_facts)
+            settings.topic_opportunities, settings.topic_roi_facts, settings.topic_erasure)
 
 
 async def prepare_topics(settings: Settings) -> int:
@@ -365,17 +369,15 @@ async def prepare_topics(settings: Settings) -> int:
     and the changelog must be co-partitioned with it, or one event's records would land on different workers.
     """
     await kafka.wait_for_broker(settings, timeout=settings.startup_wait_s)
-    counts = await kafka.ensure_topics(settings, {settings.topic_interactions: settings.partitions})
+    configs = topic_configs(settings)  # retention and compaction (docs/data-protection.md)
+    counts = await kafka.ensure_topics(settings, {settings.topic_interactions: settings.partitions}, configs=configs)
     n = counts[settings.topic_interactions]
-    compact = {"cleanup.policy": "compact"}
     co_partitioned = {t: n for t in (settings.topic_events, settings.topic_rekeyed, settings.topic_opportunities,
-                                     settings.topic_roi_facts, changelog_topic(settings.app_id))}
+                                     settings.topic_roi_facts, settings.topic_erasure,
+                                     changelog_topic(settings.app_id))}
     outputs = {t: n for t in (settings.topic_dlq, settings.topic_minute, settings.topic_live,
                               settings.topic_summary, settings.topic_leads, settings.topic_roi)}
-    counts = await kafka.ensure_topics(
-        settings, {**co_partitioned, **outputs},
-        configs={changelog_topic(settings.app_id): compact, settings.topic_live: compact, settings.topic_roi: compact},
-    )
+    counts = await kafka.ensure_topics(settings, {**co_partitioned, **outputs}, configs=configs)
     wrong = {t: counts[t] for t in co_partitioned if counts[t] != n}
     if wrong:
         raise click.ClickException(

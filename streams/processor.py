@@ -19,6 +19,7 @@ from typing import NamedTuple, Protocol
 
 import orjson
 
+from streams.domain.erasure import forget_attendee, forget_person
 from streams.domain.event import (
     ATTENDEE,
     CAPPED_ATTENDEES,
@@ -37,6 +38,7 @@ from streams.domain.roi import Ledger, RoiParams, organizer_of
 from streams.ingest.deadletter import dead_letter
 from streams.ingest.decode import (
     Rejection,
+    decode_erasure,
     decode_event,
     decode_fact,
     decode_interaction,
@@ -52,6 +54,8 @@ SEP = "/"
 SIDE = "|"
 SIDE_KIND = {WINDOW: "w", IDS: "i"}
 ROI_PREFIX = "#roi/"  # ROI state keys: "#roi/<organizer_id>/<e|p|o>/<id>" ("#" cannot start an event id)
+ROI_TIME = "c"  # ... and "#roi/<organizer_id>/c/time": the ledger's clock and wall-time mark (Ledger.take_time)
+ROI_EXPIRY_INTERVAL_S = 3600.0  # how often ticks let time pass for the ledgers and expire what it ends
 # Domain results that a cap rejected -> (cap label, the setting that sets it).
 CAP_OF = {CAPPED_ATTENDEES: ("attendees", "max_attendees_per_event"),
           CAPPED_INTERACTIONS: ("interactions", "max_interactions_per_attendee")}
@@ -96,6 +100,7 @@ class Output:
     roi_facts: list[tuple[bytes, bytes]] = field(default_factory=list)  # (organizer_id key, fact) to its partition
     roi: list[dict] = field(default_factory=list)
     state: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)  # (partition, key, value|tombstone)
+    lead_tombstones: list[tuple[str, str]] = field(default_factory=list)  # (event_id, attendee_id): erased leads
 
     def extend(self, later: Output) -> Output:
         """Append what a later part of the same batch produced (kept in order, field by field)."""
@@ -147,6 +152,7 @@ class Processor:
         self._unpersisted: dict[str, EventState] = {}  # events changed since the last persist
         self._failures_logged: set[str] = set()  # where processing raised (each logged once with its traceback)
         self._topic_index = {settings.topic_interactions: 0, settings.topic_rekeyed: 1, settings.topic_events: 2}
+        self._next_roi_expiry = 0.0  # wall time of the next ROI expiry from the tick
 
     # ------------------------------------------------------------------ batches
     def process(self, batch: Sequence[InputRecord], wall_now: float, *, persist: bool = True) -> Output:
@@ -158,6 +164,7 @@ class Processor:
         touched: dict[str, EventState] = {}
         ledgers: dict[str, Ledger] = {}
         roi_topics = (s.topic_opportunities, s.topic_roi_facts)
+        erasure_topic = s.topic_erasure
         max_bytes, skew_ms = s.max_record_bytes, int(s.max_future_skew_s * 1000)  # (read once, not per record)
         topic_events, topic_index = s.topic_events, self._topic_index
         processed = c.processed
@@ -167,6 +174,9 @@ class Processor:
                 processed[topic] = processed.get(topic, 0) + 1
                 if topic in roi_topics:
                     self._roi_record(rec, now_ms, out, ledgers)
+                    continue
+                if topic == erasure_topic:
+                    self._erasure_record(rec, now_ms, out, ledgers)
                     continue
                 is_event = topic == topic_events
                 # (two direct calls rather than one through a conditional: compiled, a C call, not a Python one)
@@ -317,8 +327,8 @@ class Processor:
     def _schema_of(self, topic: str) -> str:
         """The contract a record of `topic` is checked against (the DLQ record's `schema`)."""
         s = self.s
-        return {s.topic_events: "event", s.topic_opportunities: "opportunity", s.topic_roi_facts: "roi_fact"}.get(
-            topic, "interaction")
+        return {s.topic_events: "event", s.topic_opportunities: "opportunity", s.topic_roi_facts: "roi_fact",
+                s.topic_erasure: "erasure"}.get(topic, "interaction")
 
     def poisoned(self, rec: InputRecord, deaths: int, wall_now: float) -> Output:
         """A record the worker died on `deaths` times (ingest/poison.py): skipped, dead-lettered, counted."""
@@ -376,7 +386,66 @@ class Processor:
         horizon = wall_now - max(self.s.retention_s, 3600.0)
         for event_id in [e for e, t in self.forgotten.items() if t < horizon]:
             del self.forgotten[event_id]
+        if wall_now >= self._next_roi_expiry:
+            self._next_roi_expiry = wall_now + ROI_EXPIRY_INTERVAL_S
+            self.expire_ledgers(wall_now, out)
         return out
+
+    # ------------------------------------------------------------------ data protection (docs/data-protection.md)
+    def expire_ledgers(self, wall_now: float, out: Output) -> None:
+        """Let wall time pass for every ROI ledger and expire what it ends (persons past their memory, events past
+        their windows), tombstones written: also organisers that receive nothing any more."""
+        wall_ms = int(wall_now * 1000)
+        for organizer, ledger in list(self.ledgers.items()):
+            ledger.pass_time(wall_ms)
+            ledger.expire()
+            self._persist_ledger(organizer, ledger, out)
+            partition = self.ledger_partition[organizer]
+            key = f"{ROI_PREFIX}{organizer}/{ROI_TIME}/time".encode()
+            if ledger.empty():
+                if ledger.persisted_time is not None:
+                    out.state.append((partition, key, None))
+                del self.ledgers[organizer], self.ledger_partition[organizer]
+                continue
+            time_record = ledger.take_time()
+            if time_record is not None:
+                out.state.append((partition, key, orjson.dumps(time_record)))
+
+    def _erasure_record(self, rec: InputRecord, now_ms: int, out: Output, ledgers: dict[str, Ledger]) -> None:
+        """An erasure request (`livepulse forget`): one copy on every partition, each erasing what this partition
+        holds. Invalid requests are dead-lettered like any input."""
+        s = self.s
+        request = decode_erasure(rec.value, now_ms=now_ms, max_bytes=s.max_record_bytes,
+                                 max_future_skew_ms=int(s.max_future_skew_s * 1000))
+        if isinstance(request, Rejection):
+            self._reject(rec, request, "erasure", now_ms, out)
+            return
+        self.erase(request["attendee_id"], rec.partition, out, ledgers, request.get("event_ids", ()))
+
+    def erase(self, aid: str, partition: int, out: Output, ledgers: dict[str, Ledger],
+              event_ids=()) -> None:
+        """Erase attendee `aid` from the events and ROI ledgers of `partition`: state tombstones (and rewritten ids
+        records), tombstones of their leads, and the ROI figures that change republished (by the caller: the
+        ledgers touched join `ledgers`). The leads of `event_ids` homed on this partition are tombstoned too."""
+        leads: dict[str, None] = {}
+        for event_id in [e for e, p in self.event_partition.items() if p == partition]:
+            ev = self.events[event_id]
+            writes = forget_attendee(ev, aid)
+            if writes is None:
+                continue
+            for kind, name, record in writes + ev.take_writes():
+                out.state.append((partition, state_key(event_id, kind, name),
+                                  None if record is None else orjson.dumps(record)))
+            if ev.summary_done:
+                leads[event_id] = None
+        for organizer in [o for o, p in self.ledger_partition.items() if p == partition]:
+            ledger = self.ledgers[organizer]
+            held = forget_person(ledger, aid)
+            if held is not None:
+                ledgers[organizer] = ledger
+                leads.update(dict.fromkeys(held))
+        leads.update(dict.fromkeys(e for e in event_ids if partition_for(e.encode(), self.partitions) == partition))
+        out.lead_tombstones.extend((event_id, aid) for event_id in leads)
 
     def _abandoned(self, ev: EventState, wall_now: float) -> bool:
         """Never ended and silent for `abandon_after_s` of wall time, also after its scheduled end if it has one
@@ -413,6 +482,9 @@ class Processor:
             if text.startswith(ROI_PREFIX):
                 _, organizer, kind, rid = text.split("/", 3)
                 record = orjson.loads(value)
+                if kind == ROI_TIME:
+                    self._ledger(organizer, partition).load_time(record)
+                    continue
                 self._ledger(organizer, partition).load(kind, rid, record)
                 if kind == "e" and record["roi"] is not None:
                     self.roi_views[rid] = record["roi"]
@@ -458,6 +530,12 @@ def state_key(event_id: str, kind: int, name) -> bytes:
     if kind == EVENT:
         return f"{event_id}{SEP}".encode()
     return f"{event_id}{SIDE}{SIDE_KIND[kind]}{name}".encode()
+
+
+def lead_key(event_id: str, attendee_id: str) -> bytes:
+    """The key of a lead on livepulse.leads: one per event and attendee, so compaction keeps each (event ids
+    cannot contain "/"); a tombstone of it erases the lead (docs/data-protection.md)."""
+    return f"{event_id}{SEP}{attendee_id}".encode()
 
 
 def event_of_key(key: bytes) -> str | None:

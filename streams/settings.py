@@ -93,10 +93,39 @@ class Settings(BaseSettings):
         "livepulse.roi.facts", description="Internal: ended events and their leads, re-keyed by organizer_id."
     )
     topic_roi: str = Field("livepulse.roi", description="Output: marketing ROI per event, key event_id.")
+    topic_erasure: str = Field(
+        "livepulse.erasure",
+        description="Internal: erasure requests (`livepulse forget`), one copy per partition (docs/data-protection.md).",
+    )
     partitions: int = Field(
         8, ge=1, description="Partitions used when LivePulse creates the input topics; existing topics keep theirs."
     )
     replication_factor: int = Field(1, ge=1, description="Replication factor of topics LivePulse creates.")
+
+    # --- Retention of topics LivePulse creates (docs/data-protection.md) -----------------
+    retention_input_days: float = Field(
+        7.0, ge=-1,
+        description="retention.ms of the input topics (interactions, events, crm.opportunities); -1: forever.",
+    )
+    retention_internal_days: float = Field(
+        7.0, ge=-1,
+        description="retention.ms of the internal topics (interactions.rekeyed, roi.facts, erasure); -1: forever.",
+    )
+    retention_dlq_days: float = Field(7.0, ge=-1, description="retention.ms of the dead-letter topic; -1: forever.")
+    retention_leads_days: float = Field(
+        30.0, ge=-1,
+        description="livepulse.leads is compacted (key event_id/attendee_id) and its records are deleted after this "
+        "many days too (cleanup.policy compact,delete); -1: compacted only, kept until erased.",
+    )
+    retention_outputs_days: float = Field(
+        30.0, ge=-1,
+        description="retention.ms of the aggregate outputs (engagement.minute, engagement.summary); -1: forever.",
+    )
+    max_compaction_lag_days: float = Field(
+        7.0, gt=0,
+        description="max.compaction.lag.ms of the compacted topics holding personal data (changelog, leads): "
+        "the longest an overwritten or tombstoned record may stay readable.",
+    )
 
     # --- Worker -----------------------------------------------------------------------
     web_host: str = Field("0.0.0.0", description="Address the worker's web server binds to.")

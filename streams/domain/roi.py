@@ -281,6 +281,33 @@ class Ledger:
             self.clock = max(self.clock, record["latest"][0])
 
 
+    # ------------------------------------------------------------------ time passing (docs/data-protection.md)
+    # The clock moves with the facts; between them, with the wall clock: an organiser that receives nothing more
+    # still has its events, opportunities and persons expire on time. (Class defaults: set by the first call.)
+    wall_ms: int | None = None  # wall time the clock was last advanced to
+    persisted_time: list | None = None  # the time record last handed out to persist
+
+    def pass_time(self, wall_ms: int) -> None:
+        """Advance the clock by the wall time passed since the last call (the first call only sets the mark)."""
+        if self.wall_ms is not None and wall_ms > self.wall_ms:
+            self.clock += wall_ms - self.wall_ms
+        if self.wall_ms is None or wall_ms > self.wall_ms:
+            self.wall_ms = wall_ms
+
+    def take_time(self) -> dict | None:
+        """The time record ({clock, wall_ms}) when it changed since the last call: persisted, a restart goes on
+        from it (and counts the time it was down), so restarts do not hold an idle organiser's clock back."""
+        if self.wall_ms is None or self.persisted_time == [self.clock, self.wall_ms]:
+            return None
+        self.persisted_time = [self.clock, self.wall_ms]
+        return {"clock": self.clock, "wall_ms": self.wall_ms}
+
+    def load_time(self, record: dict) -> None:
+        self.clock = max(self.clock, record["clock"])
+        self.wall_ms = record["wall_ms"]
+        self.persisted_time = [record["clock"], record["wall_ms"]]
+
+
 def _version_order(version: list) -> tuple:
     ts, rank, amount, currency = version
     return ts, rank, amount, currency or ""

@@ -19,7 +19,7 @@ PLANNING_HORIZON_MS = 5 * 366 * 86_400_000  # scheduled times: up to about five 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
 TIME_FIELDS = {"interaction": ("ts",), "event": ("ts", "scheduled_start", "scheduled_end"), "opportunity": ("ts",),
-               "roi_fact": ()}
+               "roi_fact": (), "erasure": ("ts",)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +51,12 @@ def decode_fact(value: bytes | None, *, now_ms: int, max_future_skew_ms: int = 8
     if isinstance(fact, Rejection) or fact["fact"] != "opportunity":
         return fact
     return _decode("opportunity", value, now_ms, None, max_future_skew_ms)
+
+
+def decode_erasure(value: bytes | None, *, now_ms: int, max_bytes: int = 65536,
+                   max_future_skew_ms: int = 86_400_000) -> dict | Rejection:
+    """An erasure request (schemas/erasure.json, docs/data-protection.md)."""
+    return _decode("erasure", value, now_ms, max_bytes, max_future_skew_ms)
 
 
 def _decode(kind: str, value: bytes | None, now_ms: int, max_bytes: int | None, skew_ms: int) -> dict | Rejection:

@@ -6,15 +6,16 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Re-install whenever pyproject.toml changes (new dependency, new entry point).
 STAMP  := $(VENV)/.installed
-# The compiled build (README "Performance"): the same package with its hot path compiled by mypyc, installed (not
-# editable) in a venv of its own and rebuilt whenever a source file changes. Needs gcc and the Python headers.
+# The compiled build (docs/performance.md "The compiled build"): the same package with its hot path compiled by mypyc,
+# installed (not editable) in a venv of its own and rebuilt whenever a source file changes. Needs gcc and the Python
+# headers.
 FAST   ?= .venv-fast
 FAST_STAMP := $(FAST)/.installed
 SOURCES := $(shell find streams schemas -name '*.py' -o -name '*.json')
 # The tests that also run against the compiled build: every rule of the domain and the processor, plus the bench.
 COMPILED_TESTS := tests/test_compiled.py tests/domain tests/ingest tests/test_reference_equality.py \
                   tests/test_restore.py tests/test_hostile_input.py tests/test_bounded_state.py tests/test_roi.py \
-                  tests/test_bench.py
+                  tests/test_erasure.py tests/test_bench.py
 
 .PHONY: venv fast test soak bench demo prometheus chromium dashboards lint clean
 

@@ -31,13 +31,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from streams import hot_path, kafka
 from streams.heap import TrimWhenQuiet, release_free_memory
-from streams.ingest import batch_fetch, consumer_fixes
+from streams.ingest import batch_fetch, consumer_fixes, poison
 from streams.outputs import fit
 from streams.outputs.batches import MAX_BATCH_BYTES, BatchSender
 from streams.outputs.metrics import BatchSizes, ConsumerLag, LivePulseCollector
 from streams.outputs.snapshots import SnapshotPacing
 from streams.partitioning import partition_for
-from streams.processor import Output, Processor
+from streams.processor import Output, Processor, lead_key
 from streams.settings import Settings
 from streams.state.freeze_watch import FreezeWatch
 from streams.state.store import (
@@ -47,14 +47,15 @@ from streams.state.store import (
     changelog_topic,
     use_true_end_recovery,
 )
+from streams.topics import topic_configs
 
 log = logging.getLogger("livepulse.worker")
 
 TICK_INTERVAL_S = 1.0  # how often due summaries and retention are checked; snapshots follow snapshot_interval_s
 
-# The state is millions of small long-lived objects: with CPython's default thresholds the cyclic collector
-# rescans them so often that it took ~45% of the processing time (py-spy, README "Performance"). Collect the
-# young generation less often, and move restored state out of the collector's sight (gc.freeze) after recovery.
+# The state is millions of small long-lived objects: with CPython's default thresholds the cyclic collector rescans them
+# so often that it took ~45% of the processing time (py-spy, docs/performance.md "How it got here"). Collect the young
+# generation less often, and move restored state out of the collector's sight (gc.freeze) after recovery.
 GC_THRESHOLDS = (50_000, 20, 100)
 # RocksDB keeps written records in memtables of write_buffer_size until one fills and is flushed to a file, per
 # partition's store. Faust's default is 64 MiB (up to 3 of them): the ~40 MB of state records each of 4 partitions
@@ -99,6 +100,11 @@ class Worker:
         self.unpersisted_ends: dict[Any, int] = {}  # input partition -> offset after its last processed record
         self.next_checkpoint = 0.0  # (time.monotonic)
         self.heap_trim = TrimWhenQuiet()  # freed heap memory back to the OS (streams/heap.py)
+        self.poison = poison.guard_for(settings.data_dir, settings.poison_attempts)
+        if self.poison.died_in:
+            log.warning("the previous process died while processing %s: those records are taken one at a time "
+                        "now, and one it died on %d times alone is skipped", self.poison.died_in,
+                        settings.poison_attempts)
         table.on_recovered = self.on_recovered
 
     # ------------------------------------------------------------------ rebalances
@@ -230,8 +236,25 @@ class Worker:
         self.heap_trim.busy()
         async with self.emitting:
             self.unpersisted_ends.update(ends or {})
-            out = self.processor.process(records, time.time(), persist=False)
+            out = self.apply(records, time.time())
             await self.send(out, checkpoint=ends is None or self.checkpoint_due())
+
+    def apply(self, records: list[Any], wall_now: float) -> Output:
+        """The Processor's work on a batch, noted in flight (ingest/poison.py): records the process died on
+        before are taken one at a time, and skipped once it died on one of them poison_attempts times."""
+        guard, out = self.poison, None
+        for chunk, deaths in guard.chunks(records):
+            if deaths >= guard.max_attempts:
+                log.error("skipping %s[%d] offset %d: this worker died %d times while processing it alone; "
+                          "dead-lettered (poison_record)", chunk[0].topic, chunk[0].partition, chunk[0].offset,
+                          deaths)
+                part = self.processor.poisoned(chunk[0], deaths, wall_now)
+            else:
+                guard.begin(chunk)
+                part = self.processor.process(chunk, wall_now, persist=False)
+            guard.done(chunk)
+            out = part if out is None else out.extend(part)
+        return out if out is not None else Output()
 
     async def checkpoint(self) -> None:
         """Persist everything processed so far and mark it done now: before a revocation commits, and at shutdown,
@@ -301,9 +324,9 @@ class Worker:
                 await sender.add(topic, partition_for(key, self.partitions), key, value)
         for topic, records in ((s.topic_minute, out.minutes), (s.topic_summary, out.summaries),
                                (s.topic_live, out.live), (s.topic_roi, out.roi), (s.topic_leads, out.leads)):
-            id_field = "attendee_id" if topic == s.topic_leads else "event_id"
             for record in records:
-                key = record[id_field].encode()
+                key = lead_key(record["event_id"], record["attendee_id"]) if topic == s.topic_leads else \
+                    record["event_id"].encode()
                 partition, value = await sender.partition_of(topic, key), orjson.dumps(record)
                 if fit.record_bytes(key, value) > limit:  # never sent as is (outputs/fit.py)
                     fitted = fit.summary(key, record, limit) if topic == s.topic_summary else None
@@ -317,6 +340,9 @@ class Worker:
                         continue
                     value = fitted
                 await sender.add(topic, partition, key, value)
+        for event_id, attendee_id in out.lead_tombstones:  # erasure (docs/data-protection.md)
+            key = lead_key(event_id, attendee_id)
+            await sender.add(s.topic_leads, await sender.partition_of(s.topic_leads, key), key, None)
         self.exit_if_frozen()  # again: adding may have waited (the last moment before the bulk of the sends)
         sent = await sender.flush()
         if not sent:
@@ -348,7 +374,7 @@ class Worker:
 def input_topics(settings: Settings) -> tuple[str, ...]:
     """The topics the worker consumes (co-partitioned: one event's records share a partition number)."""
     return (settings.topic_interactions, settings.topic_events, settings.topic_rekeyed,
-            settings.topic_opportunities, settings.topic_roi_facts)
+            settings.topic_opportunities, settings.topic_roi_facts, settings.topic_erasure)
 
 
 async def prepare_topics(settings: Settings) -> int:
@@ -358,17 +384,15 @@ async def prepare_topics(settings: Settings) -> int:
     and the changelog must be co-partitioned with it, or one event's records would land on different workers.
     """
     await kafka.wait_for_broker(settings, timeout=settings.startup_wait_s)
-    counts = await kafka.ensure_topics(settings, {settings.topic_interactions: settings.partitions})
+    configs = topic_configs(settings)  # retention and compaction (docs/data-protection.md)
+    counts = await kafka.ensure_topics(settings, {settings.topic_interactions: settings.partitions}, configs=configs)
     n = counts[settings.topic_interactions]
-    compact = {"cleanup.policy": "compact"}
     co_partitioned = {t: n for t in (settings.topic_events, settings.topic_rekeyed, settings.topic_opportunities,
-                                     settings.topic_roi_facts, changelog_topic(settings.app_id))}
+                                     settings.topic_roi_facts, settings.topic_erasure,
+                                     changelog_topic(settings.app_id))}
     outputs = {t: n for t in (settings.topic_dlq, settings.topic_minute, settings.topic_live,
                               settings.topic_summary, settings.topic_leads, settings.topic_roi)}
-    counts = await kafka.ensure_topics(
-        settings, {**co_partitioned, **outputs},
-        configs={changelog_topic(settings.app_id): compact, settings.topic_live: compact, settings.topic_roi: compact},
-    )
+    counts = await kafka.ensure_topics(settings, {**co_partitioned, **outputs}, configs=configs)
     wrong = {t: counts[t] for t in co_partitioned if counts[t] != n}
     if wrong:
         raise click.ClickException(

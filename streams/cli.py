@@ -14,6 +14,7 @@ COMMANDS = {
     "simulate": "streams.simulate.cli:simulate_command",
     "replay": "streams.simulate.cli:replay_command",
     "demo": "streams.demo:demo_command",
+    "forget": "streams.forget:forget_command",
     "report": "streams.outputs.report:report_command",
     "bench": "streams.bench.cli:bench_command",
     "gateway": "streams.gateway.app:gateway_command",

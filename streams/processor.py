@@ -7,17 +7,19 @@ Per batch: decode and validate every record (rejects become dead letters), forwa
 the wrong partition, apply the rest to their EventState in partition order, then once per touched event bring
 derived state up to date and collect closed minute windows. When asked to persist (after every batch, or once
 per checkpoint interval: the worker decides), list the state keys every event changed since the last persist,
-in the order EventState.take_writes gives, the event record last -- see README "Commit order".
+in the order EventState.take_writes gives, the event record last -- see docs/guarantees.md "Commit order".
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 import orjson
 
+from streams.domain.erasure import forget_attendee, forget_person
 from streams.domain.event import (
     ATTENDEE,
     CAPPED_ACCOUNTS,
@@ -41,11 +43,15 @@ from streams.domain.roi import Ledger, RoiParams, organizer_of
 from streams.ingest.deadletter import dead_letter
 from streams.ingest.decode import (
     Rejection,
+    decode_erasure,
     decode_event,
+    decode_fact,
     decode_interaction,
     decode_opportunity,
 )
 from streams.partitioning import partition_for
+
+log = logging.getLogger("livepulse.processor")
 
 # State keys of an event (event ids cannot contain "/" or "|"): "<event_id>/" its event record,
 # "<event_id>/<attendee_id>" an attendee, "<event_id>|w<window start>" a minute window, "<event_id>|i<n>" ids record n.
@@ -53,7 +59,8 @@ SEP = "/"
 SIDE = "|"
 SIDE_KIND = {WINDOW: "w", IDS: "i"}
 ROI_PREFIX = "#roi/"  # ROI state keys: "#roi/<organizer_id>/<e|p|o>/<id>" ("#" cannot start an event id)
-FACTS = ("event", "leads", "opportunity")
+ROI_TIME = "c"  # ... and "#roi/<organizer_id>/c/time": the ledger's clock and wall-time mark (Ledger.take_time)
+ROI_EXPIRY_INTERVAL_S = 3600.0  # how often ticks let time pass for the ledgers and expire what it ends
 # Domain results that a cap rejected -> (cap label, the setting that sets it, what holds too many); docs/caps.md.
 CAP_OF = {CAPPED_ATTENDEES: ("attendees", "max_attendees_per_event", "the event"),
           CAPPED_INTERACTIONS: ("interactions", "max_interactions_per_attendee", "the attendee"),
@@ -102,6 +109,20 @@ class Output:
     roi_facts: list[tuple[bytes, bytes]] = field(default_factory=list)  # (organizer_id key, fact) to its partition
     roi: list[dict] = field(default_factory=list)
     state: list[tuple[int, bytes, bytes | None]] = field(default_factory=list)  # (partition, key, value|tombstone)
+    lead_tombstones: list[tuple[str, str]] = field(default_factory=list)  # (event_id, attendee_id): erased leads
+
+    def extend(self, later: Output) -> Output:
+        """Append what a later part of the same batch produced (kept in order, field by field)."""
+        self.dead_letters.extend(later.dead_letters)
+        self.rekeyed.extend(later.rekeyed)
+        self.minutes.extend(later.minutes)
+        self.summaries.extend(later.summaries)
+        self.leads.extend(later.leads)
+        self.live.extend(later.live)
+        self.roi_facts.extend(later.roi_facts)
+        self.roi.extend(later.roi)
+        self.state.extend(later.state)
+        return self
 
 
 @dataclass
@@ -118,6 +139,8 @@ class Counters:
     capped: dict[str, int] = field(default_factory=dict)  # cap -> records rejected by it
     oversized: dict[str, int] = field(default_factory=dict)  # output topic -> records too large to send as built
     abandoned: int = 0  # events dropped without an end
+    failed: int = 0  # records whose processing raised (dead-lettered as processing_error)
+    poisoned: int = 0  # records the process died on again and again, skipped (dead-lettered as poison_record)
     deferred: int = 0  # records received while their partition was not (yet) restored here; read again later
     newest_ts: int | None = None  # ts of the newest record processed (event-time lag)
 
@@ -139,7 +162,9 @@ class Processor:
         self.attendee_budget = Budget(settings.max_attendees_per_worker)  # attendees over all events held
         self.roi_budgets = (Budget(settings.max_opportunities_per_worker), Budget(settings.max_persons_per_worker))
         self._unpersisted: dict[str, EventState] = {}  # events changed since the last persist
+        self._failures_logged: set[str] = set()  # where processing raised (each logged once with its traceback)
         self._topic_index = {settings.topic_interactions: 0, settings.topic_rekeyed: 1, settings.topic_events: 2}
+        self._next_roi_expiry = 0.0  # wall time of the next ROI expiry from the tick
 
     # ------------------------------------------------------------------ batches
     def process(self, batch: Sequence[InputRecord], wall_now: float, *, persist: bool = True) -> Output:
@@ -151,67 +176,76 @@ class Processor:
         touched: dict[str, EventState] = {}
         ledgers: dict[str, Ledger] = {}
         roi_topics = (s.topic_opportunities, s.topic_roi_facts)
+        erasure_topic = s.topic_erasure
         max_bytes, skew_ms = s.max_record_bytes, int(s.max_future_skew_s * 1000)  # (read once, not per record)
         topic_events, topic_index = s.topic_events, self._topic_index
         processed = c.processed
         for rec in batch:
-            topic = rec.topic  # (aiokafka's records are plain objects: each attribute read is a dict lookup)
-            processed[topic] = processed.get(topic, 0) + 1
-            if topic in roi_topics:
-                self._roi_record(rec, now_ms, out, ledgers)
-                continue
-            is_event = topic == topic_events
-            # (two direct calls rather than one through a conditional: compiled, that is a C call, not a Python one)
-            if is_event:
-                decoded = decode_event(rec.value, now_ms=now_ms, max_bytes=max_bytes, max_future_skew_ms=skew_ms)
-            else:
-                decoded = decode_interaction(rec.value, now_ms=now_ms, max_bytes=max_bytes, max_future_skew_ms=skew_ms)
-            if isinstance(decoded, Rejection):
-                self._reject(rec, decoded, "event" if is_event else "interaction", now_ms, out)
-                continue
-            event_id = decoded["event_id"]
-            partition = rec.partition
-            if self._home_partition(event_id, rec.key, partition) != partition:
-                # Valid but on another worker's partition (null or wrong key): send it home, keyed right.
-                c.rekeyed += 1
-                out.rekeyed.append((event_id.encode(), rec.value))
-                continue
-            if event_id in self.forgotten:
-                c.after_retention += 1
-                continue
-            ev = self.events.get(event_id)
-            if ev is None:
-                if len(self.events) >= s.max_events:
-                    self._capped(rec, "events", f"this worker already tracks {s.max_events} events "
-                                 "(LIVEPULSE_MAX_EVENTS)", is_event, now_ms, out)
+            try:
+                topic = rec.topic  # (aiokafka's records are plain objects: each attribute read is a dict lookup)
+                processed[topic] = processed.get(topic, 0) + 1
+                if topic in roi_topics:
+                    self._roi_record(rec, now_ms, out, ledgers)
                     continue
-                ev = self.events[event_id] = EventState(event_id, self.params)
-                ev.budget = self.attendee_budget
-                self.event_partition[event_id] = partition
-            ev.wall_last = wall_now
-            touched[event_id] = ev
-            if is_event:
-                if ev.apply_lifecycle(decoded):  # applied, but some key accounts left out: said in the DLQ
-                    self._capped(rec, "key_accounts", f"applied without the key accounts beyond "
-                                 f"{s.max_key_accounts_bytes} bytes (LIVEPULSE_MAX_KEY_ACCOUNTS_BYTES) or 10,000",
-                                 True, now_ms, out)
-            else:
-                result = ev.apply_interaction(decoded, topic_index.get(topic, 0), rec.offset)
-                if result == DUPLICATE:
-                    c.duplicates += 1
+                if topic == erasure_topic:
+                    self._erasure_record(rec, now_ms, out, ledgers)
                     continue
-                if result == REDELIVERED:  # replay after a restart: already in the restored state
-                    c.redelivered += 1
+                is_event = topic == topic_events
+                # (two direct calls rather than one through a conditional: compiled, a C call, not a Python one)
+                if is_event:
+                    decoded = decode_event(rec.value, now_ms=now_ms, max_bytes=max_bytes,
+                                           max_future_skew_ms=skew_ms)
+                else:
+                    decoded = decode_interaction(rec.value, now_ms=now_ms, max_bytes=max_bytes,
+                                                 max_future_skew_ms=skew_ms)
+                if isinstance(decoded, Rejection):
+                    self._reject(rec, decoded, "event" if is_event else "interaction", now_ms, out)
                     continue
-                if result in CAP_OF:
-                    cap, setting, holder = CAP_OF[result]
-                    why = f"{holder} already has {getattr(s, setting)} {cap.replace('_', ' ')}"
-                    self._capped(rec, cap, f"{why} (LIVEPULSE_{setting.upper()})", False, now_ms, out)
+                event_id = decoded["event_id"]
+                partition = rec.partition
+                if self._home_partition(event_id, rec.key, partition) != partition:
+                    # Valid but on another worker's partition (null or wrong key): send it home, keyed right.
+                    c.rekeyed += 1
+                    out.rekeyed.append((event_id.encode(), rec.value))
                     continue
-                if result == LATE:
-                    c.late += 1
-                if c.newest_ts is None or decoded["ts"] > c.newest_ts:
-                    c.newest_ts = decoded["ts"]
+                if event_id in self.forgotten:
+                    c.after_retention += 1
+                    continue
+                ev = self.events.get(event_id)
+                if ev is None:
+                    if len(self.events) >= s.max_events:
+                        self._capped(rec, "events", f"this worker already tracks {s.max_events} events "
+                                     "(LIVEPULSE_MAX_EVENTS)", is_event, now_ms, out)
+                        continue
+                    ev = self.events[event_id] = EventState(event_id, self.params)
+                    ev.budget = self.attendee_budget
+                    self.event_partition[event_id] = partition
+                ev.wall_last = wall_now
+                touched[event_id] = ev
+                if is_event:
+                    if ev.apply_lifecycle(decoded):  # applied, but some key accounts left out: said in the DLQ
+                        self._capped(rec, "key_accounts", f"applied without the key accounts beyond "
+                                     f"{s.max_key_accounts_bytes} bytes (LIVEPULSE_MAX_KEY_ACCOUNTS_BYTES) or 10,000",
+                                     True, now_ms, out)
+                else:
+                    result = ev.apply_interaction(decoded, topic_index.get(topic, 0), rec.offset)
+                    if result == DUPLICATE:
+                        c.duplicates += 1
+                        continue
+                    if result == REDELIVERED:  # replay after a restart: already in the restored state
+                        c.redelivered += 1
+                        continue
+                    if result in CAP_OF:
+                        cap, setting, holder = CAP_OF[result]
+                        why = f"{holder} already has {getattr(s, setting)} {cap.replace('_', ' ')}"
+                        self._capped(rec, cap, f"{why} (LIVEPULSE_{setting.upper()})", False, now_ms, out)
+                        continue
+                    if result == LATE:
+                        c.late += 1
+                    if c.newest_ts is None or decoded["ts"] > c.newest_ts:
+                        c.newest_ts = decoded["ts"]
+            except Exception as exc:  # noqa: BLE001 - a bug of ours must not stop the worker on this record
+                self._failed(rec, exc, now_ms, out)
         for ev in touched.values():
             ev.advance()
             out.minutes.extend(ev.take_closed_windows())
@@ -227,24 +261,30 @@ class Processor:
         return out
 
     def _roi_record(self, rec: InputRecord, now_ms: int, out: Output, ledgers: dict[str, Ledger]) -> None:
-        """A CRM opportunity (validated, forwarded to its organiser's partition if need be) or an internal fact."""
+        """A CRM opportunity (validated, forwarded to its organiser's partition if need be) or an internal fact.
+
+        What a record is follows from its topic and, on roi.facts, from its validated `fact`: a CRM record may
+        carry any extra field, a `fact` of its own included, and that field means nothing."""
         s, c = self.s, self.counters
         crm = rec.topic == s.topic_opportunities
+        skew_ms = int(s.max_future_skew_s * 1000)
         if crm:
             decoded = decode_opportunity(rec.value, now_ms=now_ms, max_bytes=s.max_record_bytes,
-                                         max_future_skew_ms=int(s.max_future_skew_s * 1000))
+                                         max_future_skew_ms=skew_ms)
         else:
-            decoded = _decode_fact(rec.value)
+            decoded = decode_fact(rec.value, now_ms=now_ms, max_future_skew_ms=skew_ms)
         if isinstance(decoded, Rejection):
             self._reject(rec, decoded, "opportunity" if crm else "roi_fact", now_ms, out)
             return
+        fact = "opportunity" if crm else decoded["fact"]
         organizer = organizer_of(decoded)
         if crm:
             key = organizer.encode()
             home = rec.partition if rec.key == key else partition_for(key, self.partitions)
             if home != rec.partition:
                 c.rekeyed += 1
-                out.roi_facts.append((key, orjson.dumps({"fact": "opportunity", **decoded})))
+                forwarded = {**decoded, "fact": "opportunity", "organizer_id": organizer}  # (ours win)
+                out.roi_facts.append((key, orjson.dumps(forwarded)))
                 return
         if organizer not in self.ledgers and len(self.ledgers) >= s.max_organizers:
             self.counters.capped["organizers"] = self.counters.capped.get("organizers", 0) + 1
@@ -253,7 +293,6 @@ class Processor:
             return
         ledger = self._ledger(organizer, rec.partition)
         ledgers[organizer] = ledger
-        fact = decoded.get("fact", "opportunity")
         if fact == "event":
             ledger.add_event(decoded)
         elif fact == "leads":
@@ -299,6 +338,37 @@ class Processor:
         c.rejected[why.reason] = c.rejected.get(why.reason, 0) + 1
         out.dead_letters.append((rec.key, dead_letter(why, topic=rec.topic, partition=rec.partition, offset=rec.offset,
                                                       key=rec.key, value=rec.value, schema=schema, now_ms=now_ms)))
+
+    def _failed(self, rec: InputRecord, exc: Exception, now_ms: int, out: Output) -> None:
+        """A record whose processing raised. That is a fault of ours, not of its sender, but the record must not
+        stop the worker: it would meet the same record after every restart, and so would every other worker.
+        Dead-lettered with the exception (type and message: never settings, so never a secret) and logged, with
+        its traceback once per place it was raised."""
+        self.counters.failed += 1
+        where = _raised_at(exc)
+        if where not in self._failures_logged:
+            self._failures_logged.add(where)
+            log.error("a record of %s[%d] at offset %d could not be processed: dead-lettered (processing_error); "
+                      "further failures raised at %s are counted, not logged", rec.topic, rec.partition,
+                      rec.offset, where, exc_info=exc)
+        schema = self._schema_of(rec.topic)
+        self._reject(rec, Rejection("processing_error", f"{type(exc).__name__}: {exc}"), schema, now_ms, out)
+
+    def _schema_of(self, topic: str) -> str:
+        """The contract a record of `topic` is checked against (the DLQ record's `schema`)."""
+        s = self.s
+        return {s.topic_events: "event", s.topic_opportunities: "opportunity", s.topic_roi_facts: "roi_fact",
+                s.topic_erasure: "erasure"}.get(topic, "interaction")
+
+    def poisoned(self, rec: InputRecord, deaths: int, wall_now: float) -> Output:
+        """A record the worker died on `deaths` times (ingest/poison.py): skipped, dead-lettered, counted."""
+        out = Output()
+        self.counters.poisoned += 1
+        self.counters.processed[rec.topic] = self.counters.processed.get(rec.topic, 0) + 1
+        why = f"a worker died {deaths} times while processing this record: skipped (LIVEPULSE_POISON_ATTEMPTS)"
+        schema = self._schema_of(rec.topic)
+        self._reject(rec, Rejection("poison_record", why), schema, int(wall_now * 1000), out)
+        return out
 
     def _capped(self, rec: InputRecord, cap: str, why: str, is_event: bool, now_ms: int, out: Output) -> None:
         """A valid record a cap keeps out: dead-lettered like bad input (nothing is silently lost) and counted."""
@@ -346,7 +416,66 @@ class Processor:
         horizon = wall_now - max(self.s.retention_s, 3600.0)
         for event_id in [e for e, t in self.forgotten.items() if t < horizon]:
             del self.forgotten[event_id]
+        if wall_now >= self._next_roi_expiry:
+            self._next_roi_expiry = wall_now + ROI_EXPIRY_INTERVAL_S
+            self.expire_ledgers(wall_now, out)
         return out
+
+    # ------------------------------------------------------------------ data protection (docs/data-protection.md)
+    def expire_ledgers(self, wall_now: float, out: Output) -> None:
+        """Let wall time pass for every ROI ledger and expire what it ends (persons past their memory, events past
+        their windows), tombstones written: also organisers that receive nothing any more."""
+        wall_ms = int(wall_now * 1000)
+        for organizer, ledger in list(self.ledgers.items()):
+            ledger.pass_time(wall_ms)
+            ledger.expire()
+            self._persist_ledger(organizer, ledger, out)
+            partition = self.ledger_partition[organizer]
+            key = f"{ROI_PREFIX}{organizer}/{ROI_TIME}/time".encode()
+            if ledger.empty():
+                if ledger.persisted_time is not None:
+                    out.state.append((partition, key, None))
+                del self.ledgers[organizer], self.ledger_partition[organizer]
+                continue
+            time_record = ledger.take_time()
+            if time_record is not None:
+                out.state.append((partition, key, orjson.dumps(time_record)))
+
+    def _erasure_record(self, rec: InputRecord, now_ms: int, out: Output, ledgers: dict[str, Ledger]) -> None:
+        """An erasure request (`livepulse forget`): one copy on every partition, each erasing what this partition
+        holds. Invalid requests are dead-lettered like any input."""
+        s = self.s
+        request = decode_erasure(rec.value, now_ms=now_ms, max_bytes=s.max_record_bytes,
+                                 max_future_skew_ms=int(s.max_future_skew_s * 1000))
+        if isinstance(request, Rejection):
+            self._reject(rec, request, "erasure", now_ms, out)
+            return
+        self.erase(request["attendee_id"], rec.partition, out, ledgers, request.get("event_ids", ()))
+
+    def erase(self, aid: str, partition: int, out: Output, ledgers: dict[str, Ledger],
+              event_ids=()) -> None:
+        """Erase attendee `aid` from the events and ROI ledgers of `partition`: state tombstones (and rewritten ids
+        records), tombstones of their leads, and the ROI figures that change republished (by the caller: the
+        ledgers touched join `ledgers`). The leads of `event_ids` homed on this partition are tombstoned too."""
+        leads: dict[str, None] = {}
+        for event_id in [e for e, p in self.event_partition.items() if p == partition]:
+            ev = self.events[event_id]
+            writes = forget_attendee(ev, aid)
+            if writes is None:
+                continue
+            for kind, name, record in writes + ev.take_writes():
+                out.state.append((partition, state_key(event_id, kind, name),
+                                  None if record is None else orjson.dumps(record)))
+            if ev.summary_done:
+                leads[event_id] = None
+        for organizer in [o for o, p in self.ledger_partition.items() if p == partition]:
+            ledger = self.ledgers[organizer]
+            held = forget_person(ledger, aid)
+            if held is not None:
+                ledgers[organizer] = ledger
+                leads.update(dict.fromkeys(held))
+        leads.update(dict.fromkeys(e for e in event_ids if partition_for(e.encode(), self.partitions) == partition))
+        out.lead_tombstones.extend((event_id, aid) for event_id in leads)
 
     def _abandoned(self, ev: EventState, wall_now: float) -> bool:
         """Never ended and silent for `abandon_after_s` of wall time, also after its scheduled end if it has one
@@ -384,6 +513,9 @@ class Processor:
             if text.startswith(ROI_PREFIX):
                 _, organizer, kind, rid = text.split("/", 3)
                 record = orjson.loads(value)
+                if kind == ROI_TIME:
+                    self._ledger(organizer, partition).load_time(record)
+                    continue
                 self._ledger(organizer, partition).load(kind, rid, record)
                 if kind == "e" and record["roi"] is not None:
                     self.roi_views[rid] = record["roi"]
@@ -437,6 +569,12 @@ def state_key(event_id: str, kind: int, name) -> bytes:
     return f"{event_id}{SIDE}{SIDE_KIND[kind]}{name}".encode()
 
 
+def lead_key(event_id: str, attendee_id: str) -> bytes:
+    """The key of a lead on livepulse.leads: one per event and attendee, so compaction keeps each (event ids
+    cannot contain "/"); a tombstone of it erases the lead (docs/data-protection.md)."""
+    return f"{event_id}{SEP}{attendee_id}".encode()
+
+
 def event_of_key(key: bytes) -> str | None:
     """The event a state key belongs to (None for ROI keys)."""
     text = key.decode()
@@ -445,12 +583,10 @@ def event_of_key(key: bytes) -> str | None:
     return text.partition(SEP)[0].partition(SIDE)[0]
 
 
-def _decode_fact(value: bytes | None) -> dict | Rejection:
-    """Internal facts are written by LivePulse itself; still, a foreign record must not crash the worker."""
-    try:
-        fact = orjson.loads(value or b"")
-    except orjson.JSONDecodeError as exc:
-        return Rejection("invalid_json", f"not JSON: {exc}")
-    if not isinstance(fact, dict) or fact.get("fact") not in FACTS:
-        return Rejection("schema_violation", f"$.fact: expected one of {', '.join(FACTS)}")
-    return fact
+
+def _raised_at(exc: BaseException) -> str:
+    """file:line of the innermost frame that raised: failures of one bug share it."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return "?" if tb is None else f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"

@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ScoreWeights(BaseSettings):
-    """Weights of the engagement score (README: "Engagement score"); they should sum to 100."""
+    """Weights of the engagement score (docs/semantics.md "Engagement score"); they should sum to 100."""
 
     model_config = SettingsConfigDict(env_prefix="LIVEPULSE_SCORE_", extra="ignore")
 
@@ -28,7 +28,7 @@ class ScoreWeights(BaseSettings):
 
 
 class LeadGrades(BaseSettings):
-    """Engagement-score thresholds of the lead grades (README: "Leads and grades"); below `c` is grade D."""
+    """Engagement-score thresholds of the lead grades (docs/semantics.md "Leads and grades"); below `c` is grade D."""
 
     model_config = SettingsConfigDict(env_prefix="LIVEPULSE_GRADE_", extra="ignore")
 
@@ -43,7 +43,7 @@ class LeadGrades(BaseSettings):
         return self
 
 
-# Memory figures the derived caps use (docs/caps.md "Memory"; measured by `livepulse bench`, README "Performance").
+# Memory figures the derived caps use (docs/caps.md "Memory"; measured by `livepulse bench`, docs/performance.md).
 RESERVED_BYTES = 192 * 1_048_576  # the healthy worker (~130 MiB) plus RocksDB buffers and batch peaks
 ATTENDEE_BYTES = 1_000  # RSS per present attendee: 950-957 B measured with 1,000,000 of them, rounded up
 EVENT_BYTES = 65_536  # an event beside its attendees: its record, windows and an hour's attendance curve
@@ -113,10 +113,39 @@ class Settings(BaseSettings):
         "livepulse.roi.facts", description="Internal: ended events and their leads, re-keyed by organizer_id."
     )
     topic_roi: str = Field("livepulse.roi", description="Output: marketing ROI per event, key event_id.")
+    topic_erasure: str = Field(
+        "livepulse.erasure",
+        description="Internal: erasure requests (`livepulse forget`), one copy per partition (docs/data-protection.md).",
+    )
     partitions: int = Field(
         8, ge=1, description="Partitions used when LivePulse creates the input topics; existing topics keep theirs."
     )
     replication_factor: int = Field(1, ge=1, description="Replication factor of topics LivePulse creates.")
+
+    # --- Retention of topics LivePulse creates (docs/data-protection.md) -----------------
+    retention_input_days: float = Field(
+        7.0, ge=-1,
+        description="retention.ms of the input topics (interactions, events, crm.opportunities); -1: forever.",
+    )
+    retention_internal_days: float = Field(
+        7.0, ge=-1,
+        description="retention.ms of the internal topics (interactions.rekeyed, roi.facts, erasure); -1: forever.",
+    )
+    retention_dlq_days: float = Field(7.0, ge=-1, description="retention.ms of the dead-letter topic; -1: forever.")
+    retention_leads_days: float = Field(
+        30.0, ge=-1,
+        description="livepulse.leads is compacted (key event_id/attendee_id) and its records are deleted after this "
+        "many days too (cleanup.policy compact,delete); -1: compacted only, kept until erased.",
+    )
+    retention_outputs_days: float = Field(
+        30.0, ge=-1,
+        description="retention.ms of the aggregate outputs (engagement.minute, engagement.summary); -1: forever.",
+    )
+    max_compaction_lag_days: float = Field(
+        7.0, gt=0,
+        description="max.compaction.lag.ms of the compacted topics holding personal data (changelog, leads): "
+        "the longest an overwritten or tombstoned record may stay readable.",
+    )
 
     # --- Worker -----------------------------------------------------------------------
     web_host: str = Field("0.0.0.0", description="Address the worker's web server binds to.")
@@ -162,7 +191,7 @@ class Settings(BaseSettings):
         300.0, gt=0, description="How long a starting worker waits for Kafka to answer before giving up."
     )
 
-    # --- Semantics (README: "Semantics") ----------------------------------------------
+    # --- Semantics (docs/semantics.md) ------------------------------------------------------
     idle_timeout_s: float = Field(120.0, gt=0, description="Silence after which a present attendee has left.")
     allowed_lateness_s: float = Field(
         30.0, ge=0, description="Out-of-order tolerance: records this far behind the event clock are still exact."
@@ -192,7 +221,7 @@ class Settings(BaseSettings):
         "max.message.bytes of the smallest one (docs/caps.md). State records stay below it by construction; an "
         "output record above it is never sent.",
     )
-    # --- Caps: bounded memory whatever the input (README: "Caps", docs/caps.md) -------------
+    # --- Caps: bounded memory whatever the input (docs/semantics.md "Caps", docs/caps.md) -------------
     memory_budget_bytes: int = Field(
         1_073_741_824, ge=268_435_456,
         description="Memory the worker may use (its container limit): the default event, attendee and organiser "
@@ -248,11 +277,16 @@ class Settings(BaseSettings):
         None, ge=1, description="Most ROI persons one worker holds over all its ROI ledgers. Unset: derived from "
         "memory_budget_bytes.",
     )
+    poison_attempts: int = Field(
+        3, ge=1,
+        description="A record the worker process died on this many times, alone in flight, is skipped and "
+        "dead-lettered (poison_record); see docs/guarantees.md \"Records that crash a worker\".",
+    )
     abandon_after_s: float = Field(
         7 * 86400.0, gt=0,
         description="An event that never ended, silent this long (and past its scheduled end), is dropped.",
     )
-    # --- Marketing ROI (README: "Marketing ROI") ---------------------------------------
+    # --- Marketing ROI (docs/semantics.md "Marketing ROI") ------------------------------------
     roi_enabled: bool = Field(
         True, description="Feed ended events to the ROI ledgers (off: no ROI records and no ROI state)."
     )

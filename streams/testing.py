@@ -28,6 +28,7 @@ class Collected:
     roi: dict[str, dict] = field(default_factory=dict)  # event_id -> last ROI record
     roi_facts: list[tuple[bytes, bytes]] = field(default_factory=list)
     state: dict[bytes, bytes] = field(default_factory=dict)
+    lead_tombstones: list[tuple[str, str]] = field(default_factory=list)  # (event_id, attendee_id) erased
 
     def add(self, out: Output) -> None:
         self.dead_letters.extend(d for _, d in out.dead_letters)
@@ -36,6 +37,7 @@ class Collected:
         for s in out.summaries:
             self.summaries[s["event_id"]] = s
         self.leads.extend(out.leads)
+        self.lead_tombstones.extend(out.lead_tombstones)
         self.live.extend(out.live)
         self.roi_facts.extend(out.roi_facts)
         for r in out.roi:

@@ -1,7 +1,7 @@
 """The batch reference: every output of LivePulse computed the obvious way from the complete list of records.
 
 Slow on purpose and independent of `streams.domain` (nothing is imported from it): each rule of the semantics
-(README "Semantics") is transcribed directly -- classify every arrival (duplicate / late / kept), fold each
+(docs/semantics.md) is transcribed directly -- classify every arrival (duplicate / late / kept), fold each
 attendee's sorted presence records into sessions, then evaluate the audience step function
 attendees_current(t) at every instant that matters, and count. The streaming worker must agree with it exactly;
 tests/test_reference_equality.py and tests/integration compare the two.

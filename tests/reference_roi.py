@@ -1,4 +1,4 @@
-"""The ROI reference: README "Marketing ROI" computed the obvious way from complete lists, independent of
+"""The ROI reference: docs/semantics.md "Marketing ROI" computed the obvious way from complete lists, independent of
 streams.domain.roi (nothing imported from it). Input: the engagement reference's results (summaries, leads and
 what tests/reference.py records for ROI) and every opportunity version in any order."""
 

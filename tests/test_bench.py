@@ -60,9 +60,9 @@ def test_bench_quick(tmp_path: Path) -> None:
     assert att["recovery"]["processing_s"] is not None and att["recovery"]["present_after_restart"] == 20_000
     assert result["png"] and Path(result["png"]).stat().st_size > 0
     assert "LivePulse (full pipeline)" in proc.stdout and "outputs equal to run_records: yes" in proc.stdout
-    # The issue's targets, judged where this run measured them at the issue's sizes (--quick: only the ratios)
+    # The performance targets, judged where this run measured them at their sizes (--quick: only the ratios)
     targets = result["targets"]
     assert all(isinstance(targets[n]["met"], bool) for n in ("ceiling", "peerA"))
     assert targets["freshness"]["met"] is None and targets["memory"]["met"] is None
     assert targets["restart"]["met"] is None and targets["restart"]["value"] == att["recovery"]["processing_s"]
-    assert "targets: " in proc.stdout and "not measured at the issue's sizes: freshness, memory, restart" in proc.stdout
+    assert "targets: " in proc.stdout and "not measured at the targets' sizes: freshness, memory, restart" in proc.stdout

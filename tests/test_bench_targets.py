@@ -1,4 +1,4 @@
-"""The bench judges each of the issue's targets from a run's result, and says which it did not measure."""
+"""The bench judges each of LivePulse's performance targets from a run's result, and says which it did not measure."""
 
 from __future__ import annotations
 
@@ -33,16 +33,16 @@ def test_each_target_is_judged_against_its_bound():
     assert target_verdicts(result(restart=30.5))["restart"]["met"] is False
 
 
-def test_what_a_run_did_not_measure_at_the_issues_sizes_is_not_judged():
+def test_what_a_run_did_not_measure_at_the_targets_sizes_is_not_judged():
     quick = target_verdicts(result(rate=2_000.0, attendees=20_000, rss_met=None))
     assert quick["freshness"]["met"] is None and quick["memory"]["met"] is None and quick["restart"]["met"] is None
     assert quick["peerA"]["met"] is True
-    assert _target_lines(quick) == [("targets: 2 of 3 met (missed: ceiling); not measured at the issue's sizes: "
+    assert _target_lines(quick) == [("targets: 2 of 3 met (missed: ceiling); not measured at the targets' sizes: "
                                      "freshness, memory, restart")]
     skipped = target_verdicts({"contestants": {"livepulse": {"skipped": "--skip"}}, "freshness": {"skipped": "--skip"},
                                "attendees": {"skipped": "--skip"}})
     assert all(v["met"] is None for v in skipped.values())
-    assert _target_lines(skipped) == ["targets: none measured at the issue's sizes in this run"]
+    assert _target_lines(skipped) == ["targets: none measured at the targets' sizes in this run"]
 
 
 def test_median_round_reports_the_middle_round_with_every_rate():

@@ -1,4 +1,4 @@
-"""Bounded resources, fast (issue 5 item 6): what a worker holds returns to ~0 after retention, and the id memory,
+"""Bounded resources, fast: what a worker holds returns to ~0 after retention, and the id memory,
 `forgotten` and the counters stay bounded. The long version is tests/soak/test_bounded_state.py."""
 
 from __future__ import annotations

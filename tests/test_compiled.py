@@ -1,9 +1,9 @@
 """Which build of the hot path a test run exercises.
 
 `make test` runs the whole suite on the development install (plain Python), then the hot-path tests again on the
-compiled build in .venv-fast (mypyc, README "Performance") with LIVEPULSE_EXPECT_COMPILED=1. This test makes either
-run fail when it is not testing what it claims: a compiled module left in the source tree would silently shadow the
-source being edited, and a compiled run that imported the source tree would test nothing compiled.
+compiled build in .venv-fast (mypyc, docs/performance.md "The compiled build") with LIVEPULSE_EXPECT_COMPILED=1. This
+test makes either run fail when it is not testing what it claims: a compiled module left in the source tree would
+silently shadow the source being edited, and a compiled run that imported the source tree would test nothing compiled.
 """
 
 import os

@@ -23,7 +23,7 @@ def test_freed_heap_memory_is_returned():
     assert release_free_memory()
     after = rss_kib()
     assert before - after > 50 * 1024, f"RSS {before} KiB -> {after} KiB"
-    assert len(kept) == 7_500
+    del kept  # alive until here: it pinned the heap top while the rest was freed
 
 
 def test_trims_on_the_first_quiet_tick_after_work_and_once_a_minute_under_load():

@@ -10,9 +10,11 @@ import random
 from collections import Counter
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams import hot_path
 from streams.ingest.decode import Rejection, decode_interaction
 from streams.processor import Processor
 from streams.testing import raw, run_records
@@ -210,3 +212,103 @@ def test_organisers_cap_dead_letters_facts_of_further_organisers():
     got = run_records(opps, s, wall_start=NOW_S, finish=False)
     assert sorted(got.processor.ledgers) == ["org0", "org1"]
     assert dead_reasons(got) == ["cap_exceeded"] and got.processor.counters.capped == {"organizers": 1}
+
+
+# ------------------------------------------------------------------------- records with internal field names
+def opportunity(**extra) -> dict:
+    return {"opportunity_id": "o1", "organizer_id": "org", "stage": "created", "ts": T0, "account_id": "a", **extra}
+
+
+def test_a_crm_record_cannot_pose_as_an_internal_fact():
+    s = SETTINGS
+    records = [raw(s.topic_opportunities, opportunity(fact=fact), key="org", offset=i)
+               for i, fact in enumerate(("event", "leads", "anything"))]
+    records.append(raw(s.topic_opportunities, opportunity(fact="opportunity", opportunity_id="o2"), key="org",
+                       offset=3))
+    got = run_records(records, s, wall_start=NOW_S, finish=False)
+    assert dead_reasons(got) == ["schema_violation"] * 3
+    assert all("$.fact" in d["error"] for d in got.dead_letters)
+    assert sorted(got.processor.ledgers["org"].opportunities) == ["o2"], "fact: opportunity is what it is"
+
+
+def test_a_crm_record_forwarded_to_its_organiser_keeps_livepulse_s_own_fields():
+    s = SETTINGS
+    no_organizer = {k: v for k, v in opportunity(fact="opportunity").items() if k != "organizer_id"}
+    rec = raw(s.topic_opportunities, no_organizer, key="wrong", partition=0)
+    proc = Processor(s, partitions=8)
+    out = proc.process([rec], NOW_S)
+    [(key, value)] = out.roi_facts
+    forwarded = orjson.loads(value)
+    assert key == b"default" and forwarded["fact"] == "opportunity" and forwarded["organizer_id"] == "default"
+    home = Processor(s, partitions=8).process([raw(s.topic_roi_facts, value, key=key, partition=5)], NOW_S)
+    assert not home.dead_letters
+
+
+FOREIGN_FACTS = [
+    {"fact": "event", "organizer_id": "org"},  # none of an event's figures
+    {"fact": "event", "organizer_id": "org", "event_id": "e", "start": T0, "end": "soon", "key_accounts": [],
+     "registrations": 1, "unique_attendees": 1, "attendance_rate": 1.0, "engagement_score": 5.0, "mqls": 0},
+    {"fact": "leads", "organizer_id": "org", "event_id": "e", "leads": "everyone"},
+    {"fact": "leads", "organizer_id": "org", "event_id": "e", "leads": [["a", True, True, "A"]]},  # short row
+    {"fact": "leads", "organizer_id": "org", "leads": []},  # no event
+    {"fact": "opportunity", "organizer_id": "org"},  # not an opportunity
+    {"fact": "opportunity", "organizer_id": "org", "opportunity_id": "o", "stage": "won", "ts": T0},  # no one
+    {"fact": "summary", "organizer_id": "org"},
+    {"organizer_id": "org", "event_id": "e"},
+]
+
+
+def test_foreign_records_on_the_internal_facts_topic_are_dead_lettered():
+    s = SETTINGS
+    records = [raw(s.topic_roi_facts, fact, key="org", offset=i) for i, fact in enumerate(FOREIGN_FACTS)]
+    got = run_records(records, s, wall_start=NOW_S, finish=False)
+    assert len(got.dead_letters) == len(FOREIGN_FACTS)
+    assert {d["reason"] for d in got.dead_letters} == {"schema_violation"}
+    assert {d["schema"] for d in got.dead_letters} == {"roi_fact"}
+    ledger = got.processor.ledgers.get("org")
+    assert ledger is None or not (ledger.events or ledger.persons or ledger.opportunities)
+
+
+@pytest.mark.skipif(hot_path() == "compiled", reason="a compiled class cannot be patched to simulate the bug")
+def test_a_record_whose_processing_raises_is_dead_lettered_and_the_rest_goes_on(monkeypatch):
+    """A bug of ours on one record (simulated): that record is dead-lettered with the exception, the batch and
+    the worker go on, and the other records' figures are as without it."""
+    from streams.domain import event as domain
+
+    def clean():
+        return [raw(TOPIC, chat("ev", f"a{i}", i), offset=i) for i in range(20)]
+
+    life = [raw(SETTINGS.topic_events, {"event_id": "ev", "type": t, "ts": T0 + dt}, offset=i)
+            for i, (t, dt) in enumerate((("started", 0), ("ended", 600_000)))]
+    want = run_records(life[:1] + clean() + life[1:], SETTINGS, wall_start=NOW_S)
+
+    original = domain.EventState.apply_interaction
+
+    def buggy(self, rec, *args):
+        if rec["attendee_id"] == "trigger":
+            raise KeyError("event_id")
+        return original(self, rec, *args)
+
+    monkeypatch.setattr(domain.EventState, "apply_interaction", buggy)
+    records = clean()
+    records.insert(10, raw(TOPIC, chat("ev", "trigger", 99), offset=99))
+    got = run_records(life[:1] + records + life[1:], SETTINGS, wall_start=NOW_S)
+    assert dead_reasons(got) == ["processing_error"]
+    assert got.dead_letters[0]["error"] == "KeyError: 'event_id'" and got.dead_letters[0]["source_offset"] == 99
+    assert got.processor.counters.failed == 1
+    assert got.summaries["ev"]["interactions"] == want.summaries["ev"]["interactions"]
+    assert got.summaries["ev"]["unique_attendees"] == want.summaries["ev"]["unique_attendees"]
+
+
+def test_the_facts_livepulse_writes_follow_their_own_contract():
+    from streams.ingest.contracts import validate_output
+
+    arrivals = scenario(3, {"e1": Shape(), "e2": Shape(attendees=40)})
+    got = run_records(kafka_records(arrivals, partitions=3), SETTINGS, partitions=3, wall_start=NOW_S)
+    facts = [orjson.loads(value) for _, value in got.roi_facts]
+    assert {f["fact"] for f in facts} == {"event", "leads"}
+    for fact in facts:
+        validate_output("roi_fact", fact)
+    assert not [d for d in got.dead_letters if d["schema"] == "roi_fact"]
+    assert sorted(got.roi) == ["e1", "e2"], "the ledger took them"
+    assert got.roi["e2"]["unique_attendees"] == got.summaries["e2"]["unique_attendees"]

@@ -1,6 +1,6 @@
 """The `attendees` phase of `livepulse bench`: one worker holding many present attendees, then restarted.
 
-It measures the issue's memory and restart targets, which the throughput workload cannot show (its webinars are
+It measures the memory and restart targets, which the throughput workload cannot show (its webinars are
 small and have ended by the time the worker has read them, so nobody is present at the end): "1,000,000 present
 attendees across 20 concurrent events held by one worker in <= 1 GiB RSS, de-duplication state included; a
 restarted worker holding that state is processing again within 30 s".

@@ -8,7 +8,7 @@ Phases (each contestant in its own process, consuming the same topic from the be
   livepulse  a real `livepulse worker` process, watched on /metrics; then its summaries vs run_records
   freshness  steady paced load + marker chats: record produced -> reflected on /metrics and the live topic
   recovery   SIGKILL the worker, restart it: time until healthy and processing again
-  attendees  the issue's memory and restart targets (streams.bench.attendees): a fresh worker on topics of its own
+  attendees  the memory and restart targets (streams.bench.attendees): a fresh worker on topics of its own
              holds --attendees present attendees of --attendee-events concurrent events (default 1,000,000 over
              20): its RSS per present attendee, then SIGKILL and restart on the same data dir
 The workload is produced only when ceiling, a peer or livepulse runs; attendees needs none of them.
@@ -107,7 +107,7 @@ def _fmt_rate(value: float | None) -> str:
 
 def _hot_path_note(result: dict) -> str:
     build = result.get("hot_path", "interpreted")
-    return build if build == "compiled" else f"{build} (the compiled build is faster: make fast, README \"Performance\")"
+    return build if build == "compiled" else f"{build} (the compiled build is faster: make fast, docs/performance.md)"
 
 
 def _fmt_ratio(a: float | None, b: float | None) -> str:
@@ -170,7 +170,8 @@ def render_table(result: dict) -> str:
     return "\n".join(lines + [""] + extra)
 
 
-# The issue's targets for one worker on a 2-core machine (the JSON's "targets"), by name.
+# LivePulse's performance targets for one worker on a 2-core machine (the JSON's "targets"), by name; see
+# docs/performance.md "Targets".
 TARGETS = (
     ("ceiling", "LivePulse / ceiling >= 0.5"),
     ("peerA", "LivePulse / peer A >= 25"),
@@ -182,7 +183,7 @@ TARGETS = (
 
 
 def target_verdicts(result: dict) -> dict[str, dict]:
-    """Each target of the issue: {"target", "value", "met"}; "met" is None where this run did not measure it at the
+    """Each target: {"target", "value", "met"}; "met" is None where this run did not measure it at the
     target's size (a skipped phase, --quick, another --fresh-rate)."""
     from streams.bench.attendees import TARGET_ATTENDEES, TARGET_PROCESSING_S
 
@@ -211,16 +212,16 @@ def target_verdicts(result: dict) -> dict[str, dict]:
 def _target_lines(verdicts: dict[str, dict]) -> list[str]:
     judged = {n: v for n, v in verdicts.items() if v["met"] is not None}
     if not judged:
-        return ["targets: none measured at the issue's sizes in this run"]
+        return ["targets: none measured at the targets' sizes in this run"]
     met = [n for n, v in judged.items() if v["met"]]
     missed = [n for n, v in judged.items() if not v["met"]]
     unmeasured = [n for n in verdicts if n not in judged]
     return [f"targets: {len(met)} of {len(judged)} met" + (f" (missed: {', '.join(missed)})" if missed else "")
-            + (f"; not measured at the issue's sizes: {', '.join(unmeasured)}" if unmeasured else "")]
+            + (f"; not measured at the targets' sizes: {', '.join(unmeasured)}" if unmeasured else "")]
 
 
 def _attendee_lines(att: dict | None) -> list[str]:
-    """The attendees phase next to the issue's targets (1 GiB for 1,000,000 present; processing within 30 s)."""
+    """The attendees phase next to its targets (1 GiB for 1,000,000 present; processing within 30 s)."""
     if not att or att.get("skipped") or "present_attendees" not in att:
         return []
     t = att["targets"]
@@ -334,7 +335,7 @@ def _state_figures(collected) -> dict:
               help="Concurrent events the attendees phase spreads them over.")
 @click.option("--worker-setting", "worker_settings", multiple=True, metavar="NAME=VALUE",
               help="A LivePulse setting for every worker of the run, e.g. checkpoint_interval_s=1 (repeatable; "
-              "the names of README \"Configuration\", LIVEPULSE_ optional). Otherwise workers run on the defaults: "
+              "the names of docs/configuration.md, LIVEPULSE_ optional). Otherwise workers run on the defaults: "
               "the bench ignores LIVEPULSE_ variables of its own environment.")
 @click.option("--rounds", type=click.IntRange(1), default=3, show_default=True,
               help="Rounds of the throughput phases (ceiling, peer B, LivePulse; peer A runs once): the median "

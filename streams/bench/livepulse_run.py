@@ -49,7 +49,7 @@ BENCH_OWNED_SETTINGS = frozenset({"broker", "app_id", "web_host", "web_port", "d
 
 
 def worker_settings_env(pairs: Sequence[str]) -> dict[str, str]:
-    """NAME=VALUE pairs (the README's configuration variables, with or without LIVEPULSE_) -> the environment of
+    """NAME=VALUE pairs (the settings of docs/configuration.md, with or without LIVEPULSE_) -> the environment of
     the bench's workers. Raises ValueError naming what is wrong; each value is checked as the worker would."""
     from streams.settings import LeadGrades, ScoreWeights
 
@@ -64,7 +64,7 @@ def worker_settings_env(pairs: Sequence[str]) -> dict[str, str]:
             if name.startswith(prefix) and name.removeprefix(prefix) in nested.model_fields:
                 model, field_name = nested, name.removeprefix(prefix)
         if field_name not in model.model_fields:
-            raise ValueError(f"{pair!r}: no setting {name!r} (README: Configuration)")
+            raise ValueError(f"{pair!r}: no setting {name!r} (docs/configuration.md)")
         if model is Settings and name in BENCH_OWNED_SETTINGS:
             raise ValueError(f"{pair!r}: the bench sets {name} itself")
         try:

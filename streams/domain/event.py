@@ -3,7 +3,7 @@
 Plain Python, no framework: the Faust wiring feeds records in, calls `advance()` once per batch, persists what
 `take_writes()` returns (after a batch, or once per checkpoint of several batches) before the next `advance()`,
 and publishes what `snapshot()`, `take_closed_windows()`, `summary()` and `leads()` return. Every rule is in
-README "Semantics"; the batch reference in tests/ implements the same rules independently.
+docs/semantics.md; the batch reference in tests/ implements the same rules independently.
 
 Idempotence under at-least-once delivery: an attendee remembers recent interaction ids together with the
 (topic, offset) they came from. The same id at the same offset is a redelivery after a restart: the attendee
@@ -228,7 +228,7 @@ class Attendee(Presence):
         """An attendee from its record; records of layout 2 and older bring their ids along (EventState.from_parts
         moves them to an ids record)."""
         # Fields are set directly below (a restore or takeover rebuilds up to a million of these); cls() and not
-        # cls.__new__, which the compiled build (README "Performance") cannot call.
+        # cls.__new__, which the compiled build (docs/performance.md "The compiled build") cannot call.
         if type(data[0]) is list:
             return cls._load_nested(data)
         a = cls()
@@ -282,7 +282,8 @@ class EventState:
         self.first_join: int | None = None  # min ts of non-late joins: the start when no `started` arrives
         self.first_session: int | None = None  # earliest presence seen: where the minute windows begin
         self.meta: dict = {}
-        # Presence mode (meta "presence"): "join_leave" when the source sends no heartbeats (README "Semantics").
+        # Presence mode (meta "presence"): "join_leave" when the source sends no heartbeats (docs/semantics.md
+        # "Presence").
         self.join_leave = False
         self.idle_ms = params.idle_ms  # the idle timeout of this event: NO_IDLE in join_leave presence
         self._rearm = False
@@ -573,7 +574,7 @@ class EventState:
         floor = window_of(newest - self.p.max_span_ms)
         if self.next_window < floor:
             # A record far before the rest (a broken clock, a forged ts) would otherwise make the event emit and
-            # keep one window per minute of the gap: windows beyond the span are skipped (README "Caps").
+            # keep one window per minute of the gap: windows beyond the span are skipped (docs/semantics.md "Caps").
             self.next_window, self.before = floor, 0
             for stale in [w for w in self._members if w < floor]:
                 del self._members[stale]
@@ -730,7 +731,8 @@ class EventState:
         }
 
     def _marketing(self, registrations: int, unique: int, key_attendees: int, covered: int, grades: dict) -> dict:
-        """Cost and key-account figures that need nothing but this event (README "Marketing figures")."""
+        """Cost and key-account figures that need nothing but this event (docs/semantics.md "Marketing figures of
+        one event")."""
         meta = self.meta
         cost = meta.get("cost")
         targeted = len(self.key_accounts)

@@ -1,6 +1,6 @@
 """Presence and dwell of one attendee, exact under reordering within the allowed lateness.
 
-Presence is a pure function of an attendee's presence records sorted by (ts, rank): see README "Semantics".
+Presence is a pure function of an attendee's presence records sorted by (ts, rank): see docs/semantics.md "Presence".
 Streaming it exactly, without keeping every heartbeat, works in two layers:
 
 * a *checkpoint*: the fold state after all records older than the watermark W (no non-late record can ever

@@ -5,7 +5,7 @@ Plain Python, no framework. Input are *facts* -- an ended event (`event_fact`), 
 never of their arrival order. Each kind of fact merges as a join (set union, min, max), so a replay after a
 restart or a duplicate changes nothing: idempotent without any offset bookkeeping.
 
-Rules (README "Marketing ROI"):
+Rules (docs/semantics.md "Marketing ROI"):
 - A *new lead* of event E is a person (attendee or registrant) of E whose first event of this organiser, by
   start time then event id, is E. The person memory is kept `lead_memory_days` after a person's last event.
 - An opportunity is *touched* by E when its attendee attended E or someone of its account attended E, and it was
@@ -444,7 +444,7 @@ class Ledger:
         """Forget what can no longer change a figure once the clock (newest event time seen) has passed it by the
         CRM lateness: events past their widest window (their last ROI record is final), opportunities created
         before any held window, persons not seen for `lead_memory_days`. CRM versions older than that lateness
-        arriving afterwards are applied to what is still held (README "Marketing ROI"). Costs what expires, plus
+        arriving afterwards are applied to what is still held (docs/semantics.md "Marketing ROI"). Costs what expires, plus
         one pass over the events held (opportunities and persons wait in heaps)."""
         if not self._built:
             self._build()
@@ -542,6 +542,33 @@ class Ledger:
             self.clock = max(self.clock, record["end"])
         else:
             self.clock = max(self.clock, record["latest"][0])
+
+
+    # ------------------------------------------------------------------ time passing (docs/data-protection.md)
+    # The clock moves with the facts; between them, with the wall clock: an organiser that receives nothing more
+    # still has its events, opportunities and persons expire on time. (Class defaults: set by the first call.)
+    wall_ms: int | None = None  # wall time the clock was last advanced to
+    persisted_time: list | None = None  # the time record last handed out to persist
+
+    def pass_time(self, wall_ms: int) -> None:
+        """Advance the clock by the wall time passed since the last call (the first call only sets the mark)."""
+        if self.wall_ms is not None and wall_ms > self.wall_ms:
+            self.clock += wall_ms - self.wall_ms
+        if self.wall_ms is None or wall_ms > self.wall_ms:
+            self.wall_ms = wall_ms
+
+    def take_time(self) -> dict | None:
+        """The time record ({clock, wall_ms}) when it changed since the last call: persisted, a restart goes on
+        from it (and counts the time it was down), so restarts do not hold an idle organiser's clock back."""
+        if self.wall_ms is None or self.persisted_time == [self.clock, self.wall_ms]:
+            return None
+        self.persisted_time = [self.clock, self.wall_ms]
+        return {"clock": self.clock, "wall_ms": self.wall_ms}
+
+    def load_time(self, record: dict) -> None:
+        self.clock = max(self.clock, record["clock"])
+        self.wall_ms = record["wall_ms"]
+        self.persisted_time = [record["clock"], record["wall_ms"]]
 
 
 def _version_order(version: list) -> tuple:

@@ -1,4 +1,5 @@
-"""Engagement score of an attendee, 0-100, documented and recomputable by replay (README "Engagement score")."""
+"""Engagement score of an attendee, 0-100, documented (docs/semantics.md "Engagement score") and recomputable by
+replay."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ class Weights:
 
 @dataclass(frozen=True, slots=True)
 class Grades:
-    """Lowest engagement score of grades A, B and C; below C is D (README "Leads and grades")."""
+    """Lowest engagement score of grades A, B and C; below C is D (docs/semantics.md "Leads and grades")."""
 
     a: float = 70.0
     b: float = 50.0

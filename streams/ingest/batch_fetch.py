@@ -1,14 +1,14 @@
 """Deliver input records to the worker one poll at a time, and commit by position instead of per-record acks.
 
-Faust hands every fetched record through its drain loop, the conductor and a stream (several coroutines, futures
-and a queue per record), and then keeps per-record books for the commit: a Message object, tracking, an ack, a
-sorted list of acked offsets. py-spy put that machinery above the whole domain processing (README "Performance").
-This replaces the consumer's drain loop for the input topics: what one poll returns goes to the worker as aiokafka
-records grouped by partition, in offset order. After the worker has persisted a batch it marks each processed
-partition done up to the offset after its last record (`Positions.done`), and Faust's commit takes that offset.
-Offsets missing from a poll (transaction markers, compacted records) need no bookkeeping: the position moves
-past them. Records of other topics (table changelogs during recovery) still take Faust's path. Faust keeps the
-group, rebalances, recovery, the periodic commit and flow control (no poll while the flow is stopped).
+Faust hands every fetched record through its drain loop, the conductor and a stream (several coroutines, futures and a
+queue per record), and then keeps per-record books for the commit: a Message object, tracking, an ack, a sorted list of
+acked offsets. py-spy put that machinery above the whole domain processing (docs/performance.md "How it got here"). This
+replaces the consumer's drain loop for the input topics: what one poll returns goes to the worker as aiokafka records
+grouped by partition, in offset order. After the worker has persisted a batch it marks each processed partition done up
+to the offset after its last record (`Positions.done`), and Faust's commit takes that offset. Offsets missing from a
+poll (transaction markers, compacted records) need no bookkeeping: the position moves past them. Records of other topics
+(table changelogs during recovery) still take Faust's path. Faust keeps the group, rebalances, recovery, the periodic
+commit and flow control (no poll while the flow is stopped).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ from pathlib import Path
 import jsonschema_rs
 import orjson
 
-KINDS = ("interaction", "event", "opportunity", "minute", "live", "summary", "lead", "roi", "dead_letter")
+KINDS = ("interaction", "event", "opportunity", "minute", "live", "summary", "lead", "roi", "roi_fact", "dead_letter",
+         "erasure")
 
 
 def schema_dir() -> Path:

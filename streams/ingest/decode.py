@@ -18,12 +18,13 @@ MIN_TS_MS = 946_684_800_000  # 2000-01-01T00:00:00Z: anything older is a broken 
 PLANNING_HORIZON_MS = 5 * 366 * 86_400_000  # scheduled times: up to about five years ahead
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_MS = timedelta(milliseconds=1)
-TIME_FIELDS = {"interaction": ("ts",), "event": ("ts", "scheduled_start", "scheduled_end"), "opportunity": ("ts",)}
+TIME_FIELDS = {"interaction": ("ts",), "event": ("ts", "scheduled_start", "scheduled_end"), "opportunity": ("ts",),
+               "roi_fact": (), "erasure": ("ts",)}
 
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
-    reason: str  # machine-readable code (README "Topics")
+    reason: str  # machine-readable code (README "Dead-letter reason codes")
     error: str  # for a human: what is wrong and where
 
 
@@ -42,10 +43,26 @@ def decode_opportunity(value: bytes | None, *, now_ms: int, max_bytes: int = 655
     return _decode("opportunity", value, now_ms, max_bytes, max_future_skew_ms)
 
 
-def _decode(kind: str, value: bytes | None, now_ms: int, max_bytes: int, skew_ms: int) -> dict | Rejection:
+def decode_fact(value: bytes | None, *, now_ms: int, max_future_skew_ms: int = 86_400_000) -> dict | Rejection:
+    """An internal ROI fact (topic roi.facts). LivePulse writes them, but so may anyone allowed to write the topic:
+    each is checked against schemas/roi_fact.json, a forwarded opportunity against opportunity.json as well.
+    No size limit: a chunk of leads may be larger than an input record may be."""
+    fact = _decode("roi_fact", value, now_ms, None, max_future_skew_ms)
+    if isinstance(fact, Rejection) or fact["fact"] != "opportunity":
+        return fact
+    return _decode("opportunity", value, now_ms, None, max_future_skew_ms)
+
+
+def decode_erasure(value: bytes | None, *, now_ms: int, max_bytes: int = 65536,
+                   max_future_skew_ms: int = 86_400_000) -> dict | Rejection:
+    """An erasure request (schemas/erasure.json, docs/data-protection.md)."""
+    return _decode("erasure", value, now_ms, max_bytes, max_future_skew_ms)
+
+
+def _decode(kind: str, value: bytes | None, now_ms: int, max_bytes: int | None, skew_ms: int) -> dict | Rejection:
     if not value:
         return Rejection("empty_value", "the record has no value")
-    if len(value) > max_bytes:
+    if max_bytes is not None and len(value) > max_bytes:
         return Rejection("too_large", f"{len(value)} bytes, more than the {max_bytes} allowed")
     try:
         obj = orjson.loads(value)

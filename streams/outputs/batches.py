@@ -2,8 +2,8 @@
 
 A batch of input turns into thousands of state and output records. Sending each through Faust's producer
 (`send`/`send_soon`: a future, a callback and a buffer entry per record) cost more than processing the records
-did (py-spy, README "Performance"). Here records are appended to aiokafka batch builders (the record format is
-built in C) and each builder is sent with one `send_batch`; the caller awaits one future per batch.
+did (py-spy, docs/performance.md "How it got here"). Here records are appended to aiokafka batch builders (the
+record format is built in C) and each builder is sent with one `send_batch`; the caller awaits one future per batch.
 
 Keys are spread with the Kafka default partitioner (murmur2 over the topic's partitions), so a key lands where
 any Kafka client would put it.

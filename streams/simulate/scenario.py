@@ -1,6 +1,6 @@
 """A realistic live webinar as a deterministic list of Kafka records (same seed, same bytes).
 
-The shape follows what webinar marketers report (shared/README.md): most registrations in the last week and a
+The shape follows what webinar marketers report: most registrations in the last week and a
 quarter on the day itself, 40-50% of registrants attending, a join ramp at the start with early lobby joins and
 late joiners, heartbeats every 30 s, chat bursts, polls, questions towards the end, a call-to-action moment, a
 mid-event audience drop, attendees who vanish without a leave, reconnects (leave + rejoin, or a second device),

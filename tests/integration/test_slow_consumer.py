@@ -1,4 +1,4 @@
-"""A worker simply slower than its input (issue "reliability", slow consumers): it shows how far behind it is and
+"""A worker simply slower than its input (docs/operations.md "Slow consumers"): it shows how far behind it is and
 loses nothing.
 
 One real worker on the embedded broker gets a backlog of ~28,000 simulated webinar records -- over a hundred of

@@ -252,12 +252,10 @@ def test_bad_options_give_clear_errors(tmp_path):
 
 
 def test_unreachable_broker_is_a_clear_error_not_a_traceback():
-    started = time.monotonic()
     done = livepulse("simulate", "--registrants", "5", "--broker", f"kafka://127.0.0.1:{free_port()}",
                      "--broker-timeout", "1")
     assert done.returncode == 1
     assert b"did not answer within 1 s" in done.stderr and b"Traceback" not in done.stderr
-    assert time.monotonic() - started < 30
 
 
 def test_pacing_starts_at_the_lobby():

@@ -93,8 +93,8 @@ def test_real_worker_rss_flattens(broker, tmp_path):
     pipe = Pipeline(broker, tmp_path, partitions=2, extra_env={
         "LIVEPULSE_STORE": "memory", "LIVEPULSE_RETENTION_S": "5", "LIVEPULSE_ALLOWED_LATENESS_S": "1",
         "LIVEPULSE_IDLE_TIMEOUT_S": "10",
-        # ROI ledgers keep every event for its attribution window (days of event time, README "Marketing ROI"):
-        # tracemalloc showed them as the whole growth of this run; this soak is about the engagement state.
+        # ROI ledgers keep every event for its attribution window (days of event time, docs/semantics.md "Marketing
+        # ROI"): tracemalloc showed them as the whole growth of this run; this soak is about the engagement state.
         "LIVEPULSE_ROI_ENABLED": "false"})
     worker = WorkerProcess(pipe).start()
     rss, held, sent = [], [], 0

@@ -15,7 +15,7 @@ SOURCES := $(shell find streams schemas -name '*.py' -o -name '*.json')
 # The tests that also run against the compiled build: every rule of the domain and the processor, plus the bench.
 COMPILED_TESTS := tests/test_compiled.py tests/domain tests/ingest tests/test_reference_equality.py \
                   tests/test_restore.py tests/test_hostile_input.py tests/test_bounded_state.py tests/test_roi.py \
-                  tests/test_erasure.py tests/test_bench.py
+                  tests/test_erasure.py tests/test_record_sizes.py tests/test_bench.py
 
 .PHONY: venv fast test soak bench demo prometheus chromium dashboards lint clean
 

@@ -63,6 +63,7 @@ GC_THRESHOLDS = (50_000, 20, 100)
 ROCKSDB_WRITE_BUFFER_BYTES = 16 << 20
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: a batch failed; nothing of it was committed
 EXIT_FROZEN = 75  # EX_TEMPFAIL: the process stood still beyond the session timeout; restart it (state/freeze_watch)
+EXIT_FAUST_RESTART = 75  # EX_TEMPFAIL: Faust's rebalance handling stopped the worker (run_worker); restart it
 EXIT_FENCED = 75  # EX_TEMPFAIL: another worker wrote to a changelog partition of ours; restart (state/fencing)
 
 
@@ -521,7 +522,14 @@ def run_worker(settings: Settings) -> None:
     app.finalize()
     app.worker_init()
     app.worker_init_post_autodiscover()
-    faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    try:
+        faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    except asyncio.CancelledError:
+        # Faust restarts its fetcher after a rebalance by crashing it; now and then (a fetcher its supervisor no
+        # longer holds) that crash reaches the worker, which stops. Nothing uncommitted was marked done (commit
+        # order): a restart is all it takes, so ask for one like any other temporary fault.
+        exit_now(EXIT_FAUST_RESTART, "Faust stopped this worker after cancelling its fetcher in a rebalance; "
+                 "exiting (exit %d) to be restarted", EXIT_FAUST_RESTART, exc_info=True)
 
 
 @click.command("worker")

@@ -675,10 +675,10 @@ def test_hadolint_rejects_a_careless_dockerfile(tmp_path):
 def test_copy_sources_exist_and_are_in_the_build_context():
     assert copy_problems(dockerignore_patterns()) == []
     context = context_files(dockerignore_patterns())
-    assert {"pyproject.toml", "README.md", "streams", "schemas"} <= context
+    needed = {"pyproject.toml", "README.md", "streams", "schemas", "requirements.lock", "requirements-build.lock"}
+    assert needed <= context
     # the Dockerfile itself is always sent (docker-py lists it as an exception, as the builders do)
-    leaked = {p.split("/")[0] for p in context - {"deploy", "deploy/Dockerfile"}} - {
-        "pyproject.toml", "README.md", "streams", "schemas"}
+    leaked = {p.split("/")[0] for p in context - {"deploy", "deploy/Dockerfile"}} - needed
     assert not leaked, f"sent to the builder but not needed: {leaked}"
     assert not any("__pycache__" in p for p in context)
     assert not (ROOT / ".dockerignore").exists(), "BuildKit would prefer deploy/Dockerfile.dockerignore anyway"
@@ -693,12 +693,17 @@ def test_image_contract():
     cmds = instructions()
     stages = [i.value for i in cmds if i.cmd == "FROM"]
     base = build_args()["PYTHON_IMAGE"]
-    assert base == "python:3.12-slim"
+    # a tag, optionally pinned by digest as well (docs/security.md "Images")
+    assert re.fullmatch(r"python:3\.12-slim(@sha256:[0-9a-f]{64})?", base), base
     assert len(stages) >= 2 and all(s[0] == "${PYTHON_IMAGE}" for s in stages), "multi-stage on the one base"
     final = cmds[max(n for n, i in enumerate(cmds) if i.cmd == "FROM"):]
     installs = [i for i in final if i.cmd == "RUN" and "pip install" in i.value[0]]
     assert len(installs) == 1 and "livepulse-*.whl" in installs[0].value[0]
     assert "[" not in installs[0].value[0], "no extras (test, dashboards, report) in the image"
+    # the locked dependencies, hash-checked and offline, then the package without resolving anything
+    deps, package = installs[0].value[0].split("&&")
+    assert "--require-hashes -r /wheels/requirements.lock" in deps and "--no-index" in deps
+    assert "--no-deps" in package and "--no-index" in package
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     entry = [i for i in final if i.cmd == "ENTRYPOINT"][-1]
     assert entry.json and list(entry.value) == ["livepulse"] and "livepulse" in scripts

@@ -49,3 +49,12 @@ def test_the_cli_ignores_a_planted_dotenv(in_tmp):
     out = subprocess.run([sys.executable, "-c", code], cwd=in_tmp, env=env, capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() == "kafka://localhost:9092"
+
+
+def test_the_cli_says_in_one_line_that_the_named_env_file_is_missing(in_tmp):
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("LIVEPULSE_")},
+           ENV_FILE_VAR: str(in_tmp / "missing.env")}
+    out = subprocess.run([sys.executable, "-m", "streams", "worker"], cwd=in_tmp, env=env, capture_output=True,
+                         text=True, check=False, timeout=60)
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.strip() == f"Error: {ENV_FILE_VAR}={in_tmp / 'missing.env'}: no such file"

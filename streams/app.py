@@ -29,7 +29,7 @@ import faust
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from streams import hot_path, kafka
+from streams import hot_path, kafka, logs
 from streams.heap import TrimWhenQuiet, release_free_memory
 from streams.ingest import batch_fetch, consumer_fixes, poison
 from streams.outputs.batches import MAX_BATCH_BYTES, BatchSender
@@ -508,7 +508,7 @@ def exit_now(code: int, message: str, *args: Any, exc_info: bool = False) -> Non
 
 
 def run_worker(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(settings, "%(asctime)s %(levelname)s %(name)s %(message)s")
     log.info("connecting to Kafka at %s", kafka.describe(settings))
     try:
         partitions = asyncio.run(prepare_topics(settings))

@@ -63,6 +63,7 @@ GC_THRESHOLDS = (50_000, 20, 100)
 ROCKSDB_WRITE_BUFFER_BYTES = 16 << 20
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: a batch failed; nothing of it was committed
 EXIT_FROZEN = 75  # EX_TEMPFAIL: the process stood still beyond the session timeout; restart it (state/freeze_watch)
+EXIT_RECOVERY_INCOMPLETE = 75  # EX_TEMPFAIL: Faust reported a recovery complete that was not; restart it
 EXIT_FAUST_RESTART = 75  # EX_TEMPFAIL: Faust's rebalance handling stopped the worker (run_worker); restart it
 EXIT_FENCED = 75  # EX_TEMPFAIL: another worker wrote to a changelog partition of ours; restart (state/fencing)
 
@@ -133,6 +134,12 @@ class Worker:
                         sorted(stale))
             self.processor.drop_partitions(stale)
         lost, gained = self.owned - active, (active - self.owned) | stale
+        unread = self.store.unread(gained)
+        if unread:
+            exit_now(EXIT_RECOVERY_INCOMPLETE, "recovery was reported complete, but changelog partitions were "
+                     "read only to %s of their ends (a rebalance in the middle of the recovery); exiting (exit "
+                     "%d) without writing, to be restarted and rebuilt from the changelog",
+                     {p: f"{read}/{end}" for p, (read, end) in sorted(unread.items())}, EXIT_RECOVERY_INCOMPLETE)
         if lost:
             self.processor.drop_partitions(lost)
             self.store.forget(lost)

@@ -29,7 +29,7 @@ import faust
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from streams import hot_path, kafka
+from streams import hot_path, kafka, logs
 from streams.heap import TrimWhenQuiet, release_free_memory
 from streams.ingest import batch_fetch, consumer_fixes, poison
 from streams.outputs import fit
@@ -64,6 +64,8 @@ GC_THRESHOLDS = (50_000, 20, 100)
 ROCKSDB_WRITE_BUFFER_BYTES = 16 << 20
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: a batch failed; nothing of it was committed
 EXIT_FROZEN = 75  # EX_TEMPFAIL: the process stood still beyond the session timeout; restart it (state/freeze_watch)
+EXIT_RECOVERY_INCOMPLETE = 75  # EX_TEMPFAIL: Faust reported a recovery complete that was not; restart it
+EXIT_FAUST_RESTART = 75  # EX_TEMPFAIL: Faust's rebalance handling stopped the worker (run_worker); restart it
 EXIT_FENCED = 75  # EX_TEMPFAIL: another worker wrote to a changelog partition of ours; restart (state/fencing)
 
 
@@ -133,6 +135,12 @@ class Worker:
                         sorted(stale))
             self.processor.drop_partitions(stale)
         lost, gained = self.owned - active, (active - self.owned) | stale
+        unread = self.store.unread(gained)
+        if unread:
+            exit_now(EXIT_RECOVERY_INCOMPLETE, "recovery was reported complete, but changelog partitions were "
+                     "read only to %s of their ends (a rebalance in the middle of the recovery); exiting (exit "
+                     "%d) without writing, to be restarted and rebuilt from the changelog",
+                     {p: f"{read}/{end}" for p, (read, end) in sorted(unread.items())}, EXIT_RECOVERY_INCOMPLETE)
         if lost:
             self.processor.drop_partitions(lost)
             self.store.forget(lost)
@@ -522,7 +530,7 @@ def exit_now(code: int, message: str, *args: Any, exc_info: bool = False) -> Non
 
 
 def run_worker(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(settings, "%(asctime)s %(levelname)s %(name)s %(message)s")
     log.info("connecting to Kafka at %s", kafka.describe(settings))
     try:
         partitions = asyncio.run(prepare_topics(settings))
@@ -536,7 +544,14 @@ def run_worker(settings: Settings) -> None:
     app.finalize()
     app.worker_init()
     app.worker_init_post_autodiscover()
-    faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    try:
+        faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    except asyncio.CancelledError:
+        # Faust restarts its fetcher after a rebalance by crashing it; now and then (a fetcher its supervisor no
+        # longer holds) that crash reaches the worker, which stops. Nothing uncommitted was marked done (commit
+        # order): a restart is all it takes, so ask for one like any other temporary fault.
+        exit_now(EXIT_FAUST_RESTART, "Faust stopped this worker after cancelling its fetcher in a rebalance; "
+                 "exiting (exit %d) to be restarted", EXIT_FAUST_RESTART, exc_info=True)
 
 
 @click.command("worker")

@@ -1,15 +1,17 @@
 """The one typed settings object of LivePulse.
 
 Every option can be set with an environment variable named ``LIVEPULSE_<FIELD>``
-(e.g. ``LIVEPULSE_BROKER``), from a ``.env`` file, or with the matching CLI flag.
+(e.g. ``LIVEPULSE_BROKER``), from the env file named by ``LIVEPULSE_ENV_FILE`` (never a ``.env`` found in the
+working directory: in the image that is the data volume), or with the matching CLI flag.
 Durations are in seconds (floats allowed) because that is what operators type;
 the domain converts them to the milliseconds it computes in.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,9 +66,14 @@ def derived_caps(s) -> dict[str, int]:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="LIVEPULSE_", env_file=".env", extra="ignore", env_nested_delimiter="__"
-    )
+    model_config = SettingsConfigDict(env_prefix="LIVEPULSE_", env_file=None, extra="ignore", env_nested_delimiter="__")
+
+    def __init__(self, **values: Any) -> None:
+        # The one env file read is the one LIVEPULSE_ENV_FILE names (docs/security.md): a `.env` in the working
+        # directory -- the data volume in the image, writable by the worker -- is never read by itself.
+        if "_env_file" not in values:
+            values["_env_file"] = env_file()
+        super().__init__(**values)
 
     # --- Kafka connection -------------------------------------------------------------
     broker: str = Field(
@@ -148,7 +155,11 @@ class Settings(BaseSettings):
     )
 
     # --- Worker -----------------------------------------------------------------------
-    web_host: str = Field("0.0.0.0", description="Address the worker's web server binds to.")
+    web_host: str = Field(
+        "127.0.0.1",
+        description="Address the worker's web server (/metrics, /health) binds to: this host only by default; the "
+        "image, compose and Kubernetes set 0.0.0.0 (with a NetworkPolicy in Kubernetes).",
+    )
     web_port: int = Field(6066, ge=1, le=65535, description="Port of /metrics and /health.")
     data_dir: Path = Field(Path("var/livepulse"), description="Directory for the worker's local state (RocksDB).")
     store: Literal["memory", "rocksdb"] = Field(
@@ -177,6 +188,12 @@ class Settings(BaseSettings):
         "a crash up to this much input is read again (idempotent; the outputs it made may be sent twice).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    kafka_log_level: Literal["debug", "info", "warning", "error"] | None = Field(
+        None,
+        description="Log level of the Kafka client libraries (aiokafka). Unset: log_level, but never below info: at "
+        "debug they log every request they send, SASL logins included (secrets are masked in every log line "
+        "anyway, docs/security.md).",
+    )
     session_timeout_s: float = Field(
         10.0, gt=0, description="Consumer-group session timeout: how fast a crashed worker's partitions move on."
     )
@@ -306,7 +323,11 @@ class Settings(BaseSettings):
         30, ge=0, description="How far CRM versions may arrive out of order; ROI state is kept this much longer."
     )
     # --- Gateway: `livepulse gateway` (docs/gateway.md) ------------------------------------
-    gateway_host: str = Field("0.0.0.0", description="Address the gateway's HTTP server binds to.")
+    gateway_host: str = Field(
+        "127.0.0.1",
+        description="Address the gateway's HTTP server binds to: this host only by default; the image, compose and "
+        "Kubernetes set 0.0.0.0.",
+    )
     gateway_port: int = Field(8080, ge=1, le=65535, description="Port of the gateway (API, beacon, webhooks, "
                               "/metrics and /health).")
     gateway_max_body_bytes: int = Field(
@@ -448,3 +469,17 @@ class Settings(BaseSettings):
         if self.sasl_password_file is not None:
             return self.sasl_password_file.read_text().strip()
         return self.sasl_password.get_secret_value() if self.sasl_password else None
+
+
+ENV_FILE_VAR = "LIVEPULSE_ENV_FILE"
+
+
+def env_file() -> Path | None:
+    """The env file LIVEPULSE_ENV_FILE names, or None; a name that is not a readable file is an error, not ignored."""
+    name = os.environ.get(ENV_FILE_VAR)
+    if not name:
+        return None
+    path = Path(name)
+    if not path.is_file():
+        raise ValueError(f"{ENV_FILE_VAR}={name}: no such file")
+    return path

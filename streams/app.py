@@ -85,7 +85,8 @@ class Worker:
         self.snapshots = SnapshotPacing(settings.snapshot_interval_s, settings.snapshot_max_share)
         self.batch_sizes = BatchSizes()
         self.source_topics = set(input_topics(settings))
-        self.consumer_lag = ConsumerLag(self.source_topics)  # per owned input partition, updated once per batch
+        # per owned input partition, updated once per batch; and when interactions were last read (input stalls)
+        self.consumer_lag = ConsumerLag(self.source_topics, (settings.topic_interactions, settings.topic_rekeyed))
         self.ownership = Ownership()  # partitions owned, rebalances (for /metrics)
         self.positions: batch_fetch.Positions | None = None  # what Faust commits for the input (build_app sets it)
         # One batch, tick or checkpoint at a time, each sent before the next begins: state records then reach every

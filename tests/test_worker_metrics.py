@@ -123,7 +123,8 @@ def test_roi_funnel_window_end_and_provisional_until_the_window_closes():
 
 def test_input_silence_partitions_and_rebalances_are_exported():
     settings = Settings()
-    lag, ownership = ConsumerLag(input_topics(settings)), Ownership()
+    lag = ConsumerLag(input_topics(settings), (settings.topic_interactions, settings.topic_rekeyed))
+    ownership = Ownership()
     proc = Processor(settings, partitions=4)
     got = samples(exposition(proc, consumer_lag=lag, ownership=ownership))
     assert not [k for k in got if k[0] == "livepulse_input_last_record_timestamp_seconds"], "nothing read yet"
@@ -134,6 +135,10 @@ def test_input_silence_partitions_and_rebalances_are_exported():
     got = samples(exposition(proc, consumer_lag=lag, ownership=ownership))
     assert got[("livepulse_input_last_record_timestamp_seconds", (("topic", settings.topic_interactions),))] \
         == 1234.5
+    assert got[("livepulse_input_last_interaction_timestamp_seconds", ())] == 1234.5
+    lag.read(settings.topic_opportunities, 2000.0)  # CRM records are not the live feed
+    got = samples(exposition(proc, consumer_lag=lag, ownership=ownership))
+    assert got[("livepulse_input_last_interaction_timestamp_seconds", ())] == 1234.5
     assert got[("livepulse_partitions_owned", ())] == 2 and got[("livepulse_rebalances_total", ())] == 2
 
 

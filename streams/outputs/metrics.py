@@ -24,7 +24,7 @@ from prometheus_client.exposition import generate_latest
 from streams.domain.event import SESSION_BUCKETS, TYPES
 from streams.domain.roi import DEFAULT_ORGANIZER
 from streams.outputs.snapshots import SnapshotPacing
-from streams.processor import Processor
+from streams.processor import CAP_OF, Processor
 
 EVENT_GAUGES = (
     ("livepulse_attendees_current", "Attendees in the room now (event clock).", "attendees_current"),
@@ -49,6 +49,8 @@ COST_GAUGES = (
     ("livepulse_cost_per_attendee", "Event cost / unique attendees, in the cost's currency.", "cost_per_attendee"),
 )
 NO_CURRENCY = "XXX"  # ISO 4217 "no currency"
+# Every cap is exported from the start (at 0): a rate over a series that appears only on its first hit misses it.
+CAPS = tuple(sorted({"events", "organizers", *(cap for cap, _ in CAP_OF.values())}))
 DAY_S = 86_400
 # The ROI ledger's audience funnel of an ended event (kept as long as the ledger holds the event: the attribution
 # window, weeks, while the engagement-stage gauges above go LIVEPULSE_RETENTION_S after the summary).
@@ -91,15 +93,19 @@ class ConsumerLag:
     high watermark minus the next offset to process, as the worker saw them after its last batch of that partition
     (it updates a partition once per batch, and forgets the partitions it no longer owns after a rebalance)."""
 
-    def __init__(self, topics: Iterable[str]) -> None:
+    def __init__(self, topics: Iterable[str], interaction_topics: Iterable[str] = ()) -> None:
         self.topics = tuple(sorted(topics))  # the label values: the input topics, every one always exported
         self.remaining: dict[tuple[str, int], int] = {}
         self.last_read: dict[str, float] = {}  # topic -> wall time this worker last processed a record of it
+        self.interaction_topics = frozenset(interaction_topics)  # (whatever they are named: configurable)
+        self.last_interaction: float | None = None
 
     def read(self, topic: str, wall: float) -> None:
         """Records of `topic` were processed at wall time `wall` (once per partition and batch): a feed that stops
         shows as a growing silence (alert LivePulseInputStalled)."""
         self.last_read[topic] = wall
+        if topic in self.interaction_topics:
+            self.last_interaction = wall
 
     def update(self, topic: str, partition: int, highwater: int, next_offset: int) -> None:
         self.remaining[(topic, partition)] = max(0, highwater - next_offset)
@@ -300,8 +306,8 @@ class LivePulseCollector:
             "livepulse_records_capped", "Valid records rejected by a cap (also in rejected, reason cap_exceeded).",
             labels=["cap"],
         )
-        for cap, n in c.capped.items():
-            capped.add_metric([cap], n)
+        for cap in sorted({*CAPS, *c.capped}):
+            capped.add_metric([cap], c.capped.get(cap, 0))
         yield processed
         yield rejected
         yield capped
@@ -354,6 +360,11 @@ class LivePulseCollector:
             for topic, wall in sorted(self.consumer_lag.last_read.items()):
                 last_read.add_metric([topic], wall)
             yield last_read
+            if self.consumer_lag.last_interaction is not None:
+                yield GaugeMetricFamily(
+                    "livepulse_input_last_interaction_timestamp_seconds",
+                    "Wall time this worker last processed an interaction record (interactions or rekeyed topic).",
+                    value=self.consumer_lag.last_interaction)
         if self.ownership is not None:
             yield GaugeMetricFamily("livepulse_partitions_owned", "Input partitions this worker owns (restored).",
                                     value=self.ownership.partitions)

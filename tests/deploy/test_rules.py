@@ -114,7 +114,8 @@ def exported_series() -> tuple[set[str], set[str], set[str], set[str]]:
     records = [raw(topics[r.topic], r.value, key=r.key, offset=n) for n, r in enumerate(generate(cfg))]
     records.append(raw(settings.topic_interactions, b"{not json", key=b"rules-check", offset=len(records)))
     wall = (FIXED_START_MS + cfg.duration_s * 1000) / 1000 + 60
-    proc, sizes, lag = Processor(settings, partitions=1), BatchSizes(), ConsumerLag(input_topics(settings))
+    proc, sizes = Processor(settings, partitions=1), BatchSizes()
+    lag = ConsumerLag(input_topics(settings), (settings.topic_interactions, settings.topic_rekeyed))
     for i in range(0, len(records), 200):
         proc.process(records[i:i + 200], wall)
         sizes.observe(len(records[i:i + 200]))

@@ -21,7 +21,7 @@ expressions, thresholds and labels are the committed ones (unit-tested unshorten
 During the stall the event clock advances with the wall clock (that is how a silent room times out), so the
 workers' idle timeout is 40 s (heartbeats every 10 s of event time). The ROI windows are 1 day (the settings'
 minimum) with 1 day of CRM lateness; CRM records dated past them close the window and then make the ledger
-forget the event -- the wall clock is not waited for.
+forget the event -- the wall clock is not waited for (records may be stamped up to 7 days ahead for that).
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ def stack(broker, tmp_path):
     pipe = Pipeline(broker, tmp_path, partitions=4, extra_env={
         "LIVEPULSE_STORE": "memory", "LIVEPULSE_ALLOWED_LATENESS_S": "15", "LIVEPULSE_IDLE_TIMEOUT_S": "40",
         "LIVEPULSE_ATTRIBUTION_DAYS": "1", "LIVEPULSE_ATTRIBUTION_DAYS_KEY_ACCOUNTS": "1",
-        "LIVEPULSE_CRM_LATENESS_DAYS": "1"})
+        "LIVEPULSE_CRM_LATENESS_DAYS": "1", "LIVEPULSE_MAX_FUTURE_SKEW_S": str(7 * 86_400)})
     workers = [WorkerProcess(pipe, f"w{i}").start() for i in (1, 2)]
     receivers = Receivers(RUNBOOK, committed_dashboards()).start()
     prom = am = None

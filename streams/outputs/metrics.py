@@ -368,7 +368,8 @@ class LivePulseCollector:
         if self.ownership is not None:
             yield GaugeMetricFamily("livepulse_partitions_owned", "Input partitions this worker owns (restored).",
                                     value=self.ownership.partitions)
-            yield CounterMetricFamily("livepulse_rebalances", "Rebalances this worker recovered from since it started.",
+            yield CounterMetricFamily("livepulse_rebalances",
+                                      "Partition assignments this worker recovered from since it started (the first one included).",
                                       value=self.ownership.rebalances)
         if self.snapshots is not None:
             yield GaugeMetricFamily("livepulse_snapshot_round_seconds",

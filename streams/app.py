@@ -27,14 +27,14 @@ from typing import Any
 import click
 import faust
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from streams import hot_path, kafka, logs
 from streams.heap import TrimWhenQuiet, release_free_memory
 from streams.ingest import batch_fetch, consumer_fixes, poison
 from streams.outputs import fit
 from streams.outputs.batches import MAX_BATCH_BYTES, BatchSender
-from streams.outputs.metrics import BatchSizes, ConsumerLag, LivePulseCollector
+from streams.outputs.metrics import BatchSizes, ConsumerLag, LivePulseCollector, Ownership, worker_registry
 from streams.outputs.snapshots import SnapshotPacing
 from streams.partitioning import partition_for
 from streams.processor import Output, Processor, lead_key
@@ -89,7 +89,9 @@ class Worker:
         self.snapshots = SnapshotPacing(settings.snapshot_interval_s, settings.snapshot_max_share)
         self.batch_sizes = BatchSizes()
         self.source_topics = set(input_topics(settings))
-        self.consumer_lag = ConsumerLag(self.source_topics)  # per owned input partition, updated once per batch
+        # per owned input partition, updated once per batch; and when interactions were last read (input stalls)
+        self.consumer_lag = ConsumerLag(self.source_topics, (settings.topic_interactions, settings.topic_rekeyed))
+        self.ownership = Ownership()  # partitions owned, rebalances (for /metrics)
         self.positions: batch_fetch.Positions | None = None  # what Faust commits for the input (build_app sets it)
         # One batch, tick or checkpoint at a time, each sent before the next begins: state records then reach every
         # changelog partition in processing order (the domain relies on it, see EventState's delayed pruning).
@@ -151,6 +153,7 @@ class Worker:
         await self.claim(gained)
         self.owned = set(active)
         self.consumer_lag.keep(self.owned)
+        self.ownership.recovered(len(self.owned))
         await consumer_fixes.rewind_to_committed(self.app, self.source_topics, active)
         self.ready = True
         gc.freeze()
@@ -202,7 +205,9 @@ class Worker:
                 self.defer(len(part))
         await self.process(records, ends)
         highwater = self.app.consumer.highwater
+        read_at = time.time()
         for tp, end in ends.items():
+            self.consumer_lag.read(tp.topic, read_at)
             if not self.ready or tp.partition not in self.owned:
                 continue  # released while the batch was written
             # Consumer lag: the high watermark of the consumer's latest fetch for the partition minus the next
@@ -486,10 +491,8 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
     async def tick() -> None:
         await worker.tick()
 
-    # (collectors without names: our collector describes nothing up front, so the ?name[] filter must still ask it)
-    registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
-    registry.register(LivePulseCollector(worker.processor, worker.batch_sizes, worker.consumer_lag,
-                                         worker.snapshots))
+    registry = worker_registry(LivePulseCollector(worker.processor, worker.batch_sizes, worker.consumer_lag,
+                                                  worker.snapshots, worker.ownership))
 
     @app.page("/metrics")
     async def metrics(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:

@@ -138,6 +138,13 @@ def test_roi_of_simulated_organisers_equals_the_reference(seed, partitions, mode
         for name, amounts in (("livepulse_roi_pipeline_amount", r["pipeline"]), ("livepulse_roi_won_amount", r["won"])):
             for c, amount in amounts.items():
                 assert_same(shown.pop((name, ids + (("currency", c),))), amount, name)
+        for name, field in (("livepulse_roi_registrations", "registrations"),
+                            ("livepulse_roi_attendees", "unique_attendees"), ("livepulse_roi_mqls", "mqls")):
+            assert_same(shown.pop((name, ids)), float(r[field]), name)
+        days = max(r["attribution_days"], r["attribution_days_key_accounts"])
+        assert_same(shown.pop(("livepulse_roi_attribution_end_timestamp_seconds", ids)),
+                    r["ended_at"] / 1000 + days * 86_400, "attribution end")
+        assert shown.pop(("livepulse_roi_provisional", ids)) in (0.0, 1.0)
     assert not shown, f"series without a reference value: {sorted(shown)[:5]}"
     orgs = {r["organizer_id"] for r in want.values()}
     assert len(orgs) >= 2, "several organisers"

@@ -552,7 +552,12 @@ def run_worker(settings: Settings) -> None:
     except asyncio.CancelledError:
         # Faust restarts its fetcher after a rebalance by crashing it; now and then (a fetcher its supervisor no
         # longer holds) that crash reaches the worker, which stops. Nothing uncommitted was marked done (commit
-        # order): a restart is all it takes, so ask for one like any other temporary fault.
+        # order): a restart is all it takes, so ask for one like any other temporary fault -- unless a real
+        # fault came first (its recovery found the changelog behind the local store, say): that one is raised.
+        for service in (app.tables._recovery, app.tables, app.consumer):
+            reason = getattr(service, "crash_reason", None)
+            if reason is not None and not isinstance(reason, asyncio.CancelledError):
+                raise reason from None
         exit_now(EXIT_FAUST_RESTART, "Faust stopped this worker after cancelling its fetcher in a rebalance; "
                  "exiting (exit %d) to be restarted", EXIT_FAUST_RESTART, exc_info=True)
 

@@ -458,13 +458,13 @@ def test_refused_sasl_plain_login_at_debug_logs_no_password(tmp_path):
         secret, tmp_path, LIVEPULSE_KAFKA_LOG_LEVEL="debug", LIVEPULSE_STARTUP_WAIT_S="120"))
     worker = WorkerProcess(pipe).start()
     try:
-        rc, took = _wait_exit(worker, timeout=30)
+        rc = _wait_exit(worker, timeout=30)
     finally:
         worker.stop()
         front.stop()
         broker.stop()
     log = worker.log_path.read_text(errors="replace")
-    assert rc != 0 and took < 30 and front.refused >= 1
+    assert rc != 0 and front.refused >= 1
     assert "refused SASL authentication as user 'livepulse' (PLAIN)" in log, log[-2000:]
     assert "SaslAuthenticateRequest" in log  # the dump was on ...
     assert secret not in log and expected not in log  # ... without the password

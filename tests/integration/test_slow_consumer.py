@@ -20,6 +20,7 @@ from typing import Self
 import orjson
 import pytest
 
+from streams.app import input_topics
 from streams.simulate.scenario import concurrent_events, generate_many
 from tests.integration.harness import Pipeline, WorkerProcess, produce, wait_until
 from tests.integration.test_worker_reference import (
@@ -96,7 +97,7 @@ def test_a_worker_slower_than_its_input_shows_its_lag_and_loses_nothing(broker, 
     worker = WorkerProcess(pipe).start()
     try:
         worker.wait_ready()
-        inputs = {s.topic_interactions, s.topic_events, s.topic_rekeyed, s.topic_opportunities, s.topic_roi_facts}
+        inputs = set(input_topics(s))  # every topic the worker consumes
         fed = {s.topic_interactions, s.topic_events}
         with Scraper(worker, fed) as scraper:
             lag, _ = wait_until(scraper.scrape, what="a first scrape")

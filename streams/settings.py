@@ -203,6 +203,9 @@ class Settings(BaseSettings):
     max_interactions_per_attendee: int = Field(
         20_000, ge=1, description="Most interactions kept per attendee and event; further ones are rejected."
     )
+    max_channels_per_event: int = Field(
+        20, ge=1, description="Most named registration channels reported per event; the rest are folded into `other`.",
+    )
     max_event_span_s: float = Field(
         3 * 86400.0, gt=0,
         description="Minute windows further than this before an event's newest are skipped (a forged or broken ts).",

@@ -33,13 +33,14 @@ class Params:
     drop_ratio: float = 0.1
     weights: tuple = (40.0, 15.0, 15.0, 15.0, 15.0)  # dwell, chat, question, poll, cta
     grades: tuple = (70.0, 50.0, 25.0)  # lowest score of A, B, C
+    max_channels: int = 20  # named registration channels per event; the rest are `other`
 
     @classmethod
     def from_settings(cls, s) -> Params:
         w = s.score
         return cls(int(s.idle_timeout_s * 1000), int(s.allowed_lateness_s * 1000), int(s.dedup_horizon_s * 1000),
                    s.drop_off_minute_ratio, (w.dwell, w.chat, w.question, w.poll, w.cta),
-                   (s.grade.a, s.grade.b, s.grade.c))
+                   (s.grade.a, s.grade.b, s.grade.c), s.max_channels_per_event)
 
 
 @dataclass
@@ -260,6 +261,7 @@ def _result(event_id: str, ev: _Event, p: Params) -> EventResult:
              "drop_off_ratio": m["drop_off_ratio"]}
             for m in minutes if m["attendees_start"] > 0 and m["drop_off_ratio"] >= p.drop_ratio
         ],
+        "channels": _channels(leads, p),
     }
     roi = {"start": start if start is not None else end, "key_accounts": set(ev.key_accounts),
            "accounts": {x["attendee_id"]: x["_accounts"] for x in leads}, **ev.meta}
@@ -269,6 +271,37 @@ def _result(event_id: str, ev: _Event, p: Params) -> EventResult:
                          duplicates=ev.duplicates, roi=roi)
     result.metrics = _metrics(event_id, ev, summary, flat)
     return result
+
+
+def _channels(leads: list[dict], p: Params) -> list[dict]:
+    """Figures per registration channel, straight from the leads (every attendee who registered or did anything)."""
+    def row_of(x: dict) -> str:
+        return "walk_in" if not x["registered"] else x["channel"] if x["channel"] else "unknown"
+
+    named = {row_of(x) for x in leads} - {"walk_in", "unknown", "other"}
+    registrations = {c: sum(1 for x in leads if x["registered"] and row_of(x) == c) for c in named}
+    kept = sorted(named, key=lambda c: (-registrations[c], c))[:p.max_channels]
+    groups: dict[str, list] = defaultdict(list)
+    for x in leads:
+        c = row_of(x)
+        groups[c if c in kept or c in ("walk_in", "unknown", "other") else "other"].append(x)
+    out = []
+    for c in sorted(groups):
+        members = groups[c]
+        registered = [x for x in members if x["registered"]]
+        present = [x for x in members if x["attended"]]
+        grades = {g: sum(1 for x in members if x["grade"] == g) for g in "ABCD"}
+        out.append({
+            "channel": c,
+            "registrations": len(registered),
+            "attendees": len(present),
+            "attendance_rate": sum(x["attended"] for x in registered) / len(registered) if registered else None,
+            "avg_dwell_seconds": sum(x["_dwell_ms"] for x in present) / 1000 / len(present) if present else 0.0,
+            "engagement_score": sum(x["engagement_score"] for x in present) / len(present) if present else 0.0,
+            "leads_by_grade": grades,
+            "mqls": grades["A"] + grades["B"],
+        })
+    return out
 
 
 def _metrics(event_id: str, ev: _Event, summary: dict, flat: list[tuple]) -> dict:

@@ -6,6 +6,7 @@ with redelivery."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +17,7 @@ from streams.ingest.decode import Rejection, decode_event, decode_interaction
 from streams.outputs.metrics import exposition
 from streams.partitioning import partition_for
 from streams.processor import Processor, RawRecord, event_of_key
+from streams.settings import Settings
 from streams.testing import Collected, run_records
 from tests.reference import Params, assert_same, classify, reference
 from tests.webinars import NOW_S, SETTINGS, T0, TOPIC, Case, Shape, arrival, deliver, scenario, webinar
@@ -200,6 +202,11 @@ def _edge_cases() -> dict[str, Case]:
     c["channel from the first registration that has one"] = (Case().i("a", "registration", -100)
                                                              .i("a", "registration", -50, channel="partner")
                                                              .i("a", "join", 0).life("ended", 100))
+    c["channels: empty and reserved names, chat-only walk-in"] = (
+        Case().i("a", "registration", -100, channel="").i("b", "registration", -90, channel="other")
+        .i("c", "registration", -80, channel="walk_in").i("d", "registration", -70, channel="email")
+        .i("a", "join", 0).i("c", "join", 1).i("d", "join", 2).i("d", "chat", 3).i("e", "chat", 4)
+        .i("f", "join", 5).i("f", "leave", 50).life("ended", 100))
     return c
 
 
@@ -323,6 +330,23 @@ def test_restart_from_persisted_state_with_redelivery_changes_nothing(cut, batch
     for event_id, result in expected.items():
         for key, value in result.metrics.items():
             assert_same(shown[event_id][key], value, f"metrics[{event_id}]{key}")
+
+
+# ---------------------------------------------------------------------------------------------- channels
+@pytest.mark.parametrize("cap", [1, 2, 20])
+@pytest.mark.parametrize("seed", [5, 6])
+def test_channels_beyond_the_cap_are_folded_into_other(seed, cap):
+    arrivals = scenario(seed, {"ch-1": Shape(attendees=40, no_shows=6), "ch-2": Shape(attendees=25)})
+    settings = Settings(max_channels_per_event=cap)
+    raw = kafka_records(arrivals, 2, seed=seed)
+    got = run_records(raw, settings, batch_size=97, partitions=2, wall_start=NOW_S)
+    expected = compare(got, arrivals, got.processor, params=replace(PARAMS, max_channels=cap))
+    for result in expected.values():
+        names = [c["channel"] for c in result.summary["channels"]]
+        named = [n for n in names if n not in ("walk_in", "unknown", "other")]
+        assert len(named) == min(cap, 3) and ("other" in names) == (cap < 3), names
+        assert sum(c["registrations"] for c in result.summary["channels"]) == result.summary["registrations"]
+        assert sum(c["attendees"] for c in result.summary["channels"]) == result.summary["unique_attendees"]
 
 
 # ---------------------------------------------------------------------------------------------- the simulator

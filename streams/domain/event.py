@@ -36,6 +36,7 @@ from operator import add
 from sys import intern
 from typing import Any
 
+from streams.domain.channels import ChannelTally
 from streams.domain.presence import NO_IDLE, RANK_LEAVE, RANK_OTHER, RANK_SIGNAL, Presence, Session
 from streams.domain.scoring import (
     GRADES,
@@ -72,6 +73,7 @@ class Params:
     max_interactions: int = 20_000
     max_span_ms: int = 3 * 86_400_000
     max_key_accounts: int = 10_000
+    max_channels: int = 20
 
     @classmethod
     def from_settings(cls, s) -> Params:
@@ -86,6 +88,7 @@ class Params:
             max_attendees=s.max_attendees_per_event,
             max_interactions=s.max_interactions_per_attendee,
             max_span_ms=round(s.max_event_span_s * 1000),
+            max_channels=s.max_channels_per_event,
         )
 
 
@@ -612,6 +615,7 @@ class EventState:
         covered: set[str] = set()
         polls_seen = len(self.polls_seen)
         key_accounts = self.key_accounts
+        tally = ChannelTally()
         for aid in sorted(self.attendees):
             a = self.attendees[aid]
             counts = a.counts
@@ -624,6 +628,7 @@ class EventState:
             if not a.ever_present:
                 if a.registered or a.has_activity():
                     grades["D"] += 1  # a no-show lead scores 0
+                    tally.add(a.registered, a.channel, False, 0, 0.0, "D")
                 continue
             unique += 1
             if a.is_present(as_of, idle):
@@ -650,7 +655,9 @@ class EventState:
                 cta_clicked=counts[CTA_CLICK] > 0,
             )
             score_sum += score
-            grades[grade(p.grades, score)] += 1
+            g = grade(p.grades, score)
+            grades[g] += 1
+            tally.add(a.registered, a.channel, True, dwell, score, g)
         total_dwell = dwell_ms / 1000
         self.settled_dwell_ms = settled_ms
         self.open_count = current
@@ -675,6 +682,7 @@ class EventState:
             "engagement_score": score_sum / unique if unique else 0.0,
             "key_account_attendees": key_attendees,
             **self._marketing(registrations, unique, key_attendees, len(covered), grades),
+            "channels": tally.figures(p.max_channels),
         }
 
     def _marketing(self, registrations: int, unique: int, key_attendees: int, covered: int, grades: dict) -> dict:

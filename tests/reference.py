@@ -81,7 +81,8 @@ def classify(arrivals: list[tuple[str, dict]], p: Params) -> dict[str, _Event]:
             ev.scheduled.update({k: rec[k] for k in ("scheduled_start", "scheduled_end") if k in rec})
             ev.key_accounts |= set(rec.get("key_accounts") or ())
             ev.meta.update({k: rec[k] for k in ("cost", "currency", "organizer_id", "attribution_days",
-                                                 "attribution_days_key_accounts", "presence") if k in rec})
+                                                 "attribution_days_key_accounts", "presence", "channel_costs")
+                            if k in rec})
             if rec["type"] == "started":
                 ev.started = rec["ts"] if ev.started is None else min(ev.started, rec["ts"])
             elif rec["type"] == "ended" and ev.ended is None:
@@ -261,7 +262,7 @@ def _result(event_id: str, ev: _Event, p: Params) -> EventResult:
              "drop_off_ratio": m["drop_off_ratio"]}
             for m in minutes if m["attendees_start"] > 0 and m["drop_off_ratio"] >= p.drop_ratio
         ],
-        "channels": _channels(leads, p),
+        "channels": _channels(leads, ev.meta.get("channel_costs") or {}, p),
     }
     roi = {"start": start if start is not None else end, "key_accounts": set(ev.key_accounts),
            "accounts": {x["attendee_id"]: x["_accounts"] for x in leads}, **ev.meta}
@@ -273,15 +274,19 @@ def _result(event_id: str, ev: _Event, p: Params) -> EventResult:
     return result
 
 
-def _channels(leads: list[dict], p: Params) -> list[dict]:
-    """Figures per registration channel, straight from the leads (every attendee who registered or did anything)."""
+def _channels(leads: list[dict], costs: dict, p: Params) -> list[dict]:
+    """Figures per registration channel, straight from the leads (every attendee who registered or did anything);
+    every channel with a cost has a row."""
     def row_of(x: dict) -> str:
         return "walk_in" if not x["registered"] else x["channel"] if x["channel"] else "unknown"
 
-    named = {row_of(x) for x in leads} - {"walk_in", "unknown", "other"}
+    named = ({row_of(x) for x in leads} | set(costs)) - {"walk_in", "unknown", "other"}
     registrations = {c: sum(1 for x in leads if x["registered"] and row_of(x) == c) for c in named}
-    kept = sorted(named, key=lambda c: (-registrations[c], c))[:p.max_channels]
-    groups: dict[str, list] = defaultdict(list)
+    kept = sorted(named, key=lambda c: (c not in costs, -registrations[c], c))[:p.max_channels]
+    groups: dict[str, list] = {c: [] for c in set(costs) if c in kept or c in ("walk_in", "unknown", "other")}
+    groups = defaultdict(list, groups)
+    if len(named) > len(kept):
+        groups.setdefault("other", [])  # folding makes the row, even when no lead came through those channels
     for x in leads:
         c = row_of(x)
         groups[c if c in kept or c in ("walk_in", "unknown", "other") else "other"].append(x)
@@ -300,6 +305,14 @@ def _channels(leads: list[dict], p: Params) -> list[dict]:
             "engagement_score": sum(x["engagement_score"] for x in present) / len(present) if present else 0.0,
             "leads_by_grade": grades,
             "mqls": grades["A"] + grades["B"],
+        })
+        cost = costs.get(c)
+        mqls = grades["A"] + grades["B"]
+        out[-1].update({
+            "cost": cost,
+            "cost_per_registration": cost / len(registered) if cost is not None and registered else None,
+            "cost_per_attendee": cost / len(present) if cost is not None and present else None,
+            "cost_per_mql": cost / mqls if cost is not None and mqls else None,
         })
     return out
 

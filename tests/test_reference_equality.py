@@ -207,6 +207,11 @@ def _edge_cases() -> dict[str, Case]:
         .i("c", "registration", -80, channel="walk_in").i("d", "registration", -70, channel="email")
         .i("a", "join", 0).i("c", "join", 1).i("d", "join", 2).i("d", "chat", 3).i("e", "chat", 4)
         .i("f", "join", 5).i("f", "leave", 50).life("ended", 100))
+    c["channel costs: the last given replace the earlier"] = (
+        Case().life("scheduled", -86400, cost=900, currency="USD", channel_costs={"email": 100, "ads": 40})
+        .i("a", "registration", -100, channel="email").i("b", "registration", -90, channel="partner")
+        .i("a", "join", 0).i("b", "join", 1).i("c", "join", 2)
+        .life("started", 3, channel_costs={"partner": 50.5, "walk_in": 0, "other": 7}).life("ended", 100))
     return c
 
 
@@ -341,10 +346,15 @@ def test_channels_beyond_the_cap_are_folded_into_other(seed, cap):
     raw = kafka_records(arrivals, 2, seed=seed)
     got = run_records(raw, settings, batch_size=97, partitions=2, wall_start=NOW_S)
     expected = compare(got, arrivals, got.processor, params=replace(PARAMS, max_channels=cap))
-    for result in expected.values():
+    reserved = {"walk_in", "unknown", "other"}
+    for event_id, result in expected.items():
+        records = [r for _, r in arrivals if r["event_id"] == event_id]
+        costed = {c for r in records for c in r.get("channel_costs", ())} - reserved
+        distinct = costed | {r.get("channel") for r in records if r["type"] == "registration"} - {None, ""} - reserved
         names = [c["channel"] for c in result.summary["channels"]]
-        named = [n for n in names if n not in ("walk_in", "unknown", "other")]
-        assert len(named) == min(cap, 3) and ("other" in names) == (cap < 3), names
+        named = {n for n in names if n not in reserved}
+        assert len(named) == min(cap, len(distinct)) and ("other" in names) == (cap < len(distinct)), names
+        assert named >= costed or len(named) == cap, "channels with a cost are kept first"
         assert sum(c["registrations"] for c in result.summary["channels"]) == result.summary["registrations"]
         assert sum(c["attendees"] for c in result.summary["channels"]) == result.summary["unique_attendees"]
 

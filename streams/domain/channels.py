@@ -7,7 +7,7 @@ tests/ computes the same rows independently.
 
 Channel labels come from the sources (a registration's `channel`, at most 64 characters), so their number is
 bounded here: the `max_channels` named channels with the most registrations are kept and the rest are folded into
-`other`; `walk_in` (attendees without a registration) and `unknown` (registrations without a channel) are always
+`other` (channels with a cost in the event's `channel_costs` are kept first); `walk_in` (attendees without a registration) and `unknown` (registrations without a channel) are always
 rows of their own. That also bounds the `channel` label of the per-channel Prometheus series.
 """
 
@@ -60,11 +60,17 @@ class ChannelTally:
             row[SCORE_SUM] += score
         row[GRADE_COUNTS][grade] += 1
 
-    def figures(self, max_channels: int) -> list[dict]:
-        """The rows, sorted by channel; named channels beyond the cap folded into `other` (those with the most
-        registrations are kept, ties by name)."""
+    def figures(self, max_channels: int, costs: object = None) -> list[dict]:
+        """The rows, sorted by channel. `costs`: the event's channel_costs (channel -> cost in its currency); each
+        channel in it gets a row even before anyone registered through it. Named channels beyond the cap are folded
+        into `other`: channels with a cost are kept first, then those with the most registrations, ties by name."""
+        costs = costs if isinstance(costs, dict) else {}
         rows = dict(self.rows)
-        named = sorted((k for k in rows if k not in RESERVED), key=lambda k: (-rows[k][REGISTRATIONS], k))
+        for name in costs:
+            if name not in rows:
+                rows[name] = _row()
+        named = sorted((k for k in rows if k not in RESERVED),
+                       key=lambda k: (k not in costs, -rows[k][REGISTRATIONS], k))
         if len(named) > max_channels:
             base = rows.get(OTHER)
             into = rows[OTHER] = _row() if base is None else [*base[:GRADE_COUNTS], dict(base[GRADE_COUNTS])]
@@ -74,10 +80,10 @@ class ChannelTally:
                     into[i] += folded[i]
                 for g, n in folded[GRADE_COUNTS].items():
                     into[GRADE_COUNTS][g] += n
-        return [_figures(k, rows[k]) for k in sorted(rows)]
+        return [_figures(k, rows[k], costs.get(k)) for k in sorted(rows)]
 
 
-def _figures(channel: str, row: list) -> dict:
+def _figures(channel: str, row: list, cost: float | None) -> dict:
     registrations, attendees, attended, dwell_ms, score_sum, grades = row
     mqls = sum(grades[g] for g in MQL_GRADES)
     return {
@@ -89,4 +95,8 @@ def _figures(channel: str, row: list) -> dict:
         "engagement_score": score_sum / attendees if attendees else 0.0,
         "leads_by_grade": grades,
         "mqls": mqls,
+        "cost": cost,
+        "cost_per_registration": cost / registrations if cost is not None and registrations else None,
+        "cost_per_attendee": cost / attendees if cost is not None and attendees else None,
+        "cost_per_mql": cost / mqls if cost is not None and mqls else None,
     }

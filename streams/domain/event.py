@@ -682,7 +682,7 @@ class EventState:
             "engagement_score": score_sum / unique if unique else 0.0,
             "key_account_attendees": key_attendees,
             **self._marketing(registrations, unique, key_attendees, len(covered), grades),
-            "channels": tally.figures(p.max_channels),
+            "channels": tally.figures(p.max_channels, self.meta.get("channel_costs")),
         }
 
     def _marketing(self, registrations: int, unique: int, key_attendees: int, covered: int, grades: dict) -> dict:
@@ -964,7 +964,7 @@ class EventState:
 _OPEN = 1 << 62
 # Metadata kept from lifecycle records (the last value given wins).
 META_FIELDS = ("title", "scheduled_start", "scheduled_end", "cost", "currency", "organizer_id", "attribution_days",
-               "attribution_days_key_accounts", "presence")
+               "attribution_days_key_accounts", "presence", "channel_costs")
 _LEAD_TYPES = ("join", "leave", "heartbeat", "chat", "question", "poll_vote", "reaction", "cta_click")
 
 

@@ -29,9 +29,27 @@ def test_sums_and_ratios_of_one_channel():
     email, walk_in = rows
     assert email == {"channel": "email", "registrations": 3, "attendees": 2, "attendance_rate": 2 / 3,
                      "avg_dwell_seconds": 45.0, "engagement_score": 60.0,
-                     "leads_by_grade": {"A": 1, "B": 0, "C": 1, "D": 1}, "mqls": 1}
+                     "leads_by_grade": {"A": 1, "B": 0, "C": 1, "D": 1}, "mqls": 1, "cost": None,
+                     "cost_per_registration": None, "cost_per_attendee": None, "cost_per_mql": None}
     assert walk_in["channel"] == "walk_in" and walk_in["registrations"] == 0 and walk_in["attendance_rate"] is None
     assert walk_in["attendees"] == 1 and walk_in["avg_dwell_seconds"] == 10.0
+
+
+def test_cost_per_registration_attendee_and_mql_of_each_channel():
+    t = tally((True, "email", True, 60_000, 80.0, "A"), (True, "email", False, 0, 0.0, "D"),
+              (True, "paid_social", True, 1000, 5.0, "D"))
+    rows = {r["channel"]: r for r in t.figures(20, {"email": 600, "paid_social": 1200, "partner": 800,
+                                                     "walk_in": 50})}
+    email, paid, partner = rows["email"], rows["paid_social"], rows["partner"]
+    assert (email["cost"], email["cost_per_registration"], email["cost_per_attendee"], email["cost_per_mql"]) == (
+        600, 300.0, 600.0, 600.0)
+    assert (paid["cost_per_registration"], paid["cost_per_attendee"], paid["cost_per_mql"]) == (1200.0, 1200.0, None)
+    assert partner["registrations"] == 0 and partner["cost"] == 800 and partner["cost_per_registration"] is None, \
+        "a channel with a cost but nobody through it yet still shows what it cost"
+    assert rows["walk_in"]["cost"] == 50 and rows["walk_in"]["cost_per_attendee"] is None
+    assert {r["channel"] for r in t.figures(1, {"paid_social": 1})} == {"paid_social", "other"}, \
+        "a channel with a cost is kept before one with more registrations"
+    assert t.figures(20, ["email"]) == t.figures(20), "costs that are not an object count as none"
 
 
 def test_a_channel_of_no_shows_only_averages_to_zero():

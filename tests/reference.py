@@ -338,6 +338,17 @@ def _metrics(event_id: str, ev: _Event, summary: dict, flat: list[tuple]) -> dic
             put(f"livepulse_{name}", summary[name], currency=summary["currency"] or "XXX")
     for grade, n in summary["leads_by_grade"].items():
         put("livepulse_leads", n, grade=grade)
+    for row in summary["channels"]:
+        channel = row["channel"]
+        for name in ("registrations", "attendees", "avg_dwell_seconds", "engagement_score", "mqls"):
+            put(f"livepulse_channel_{name}", row[name], channel=channel)
+        if row["attendance_rate"] is not None:
+            put("livepulse_channel_attendance_ratio", row["attendance_rate"], channel=channel)
+        for grade, n in row["leads_by_grade"].items():
+            put("livepulse_channel_leads", n, channel=channel, grade=grade)
+        for name in ("cost_per_registration", "cost_per_attendee", "cost_per_mql"):
+            if row[name] is not None:
+                put(f"livepulse_channel_{name}", row[name], channel=channel, currency=summary["currency"] or "XXX")
     for t in TYPES:
         put("livepulse_interactions_total", summary["interactions"][t], type=t)
     put("livepulse_dwell_seconds_total", summary["total_dwell_seconds"])

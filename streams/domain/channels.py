@@ -45,17 +45,16 @@ class ChannelTally:
 
     def add(self, registered: bool, channel: str | None, attended: bool, dwell_ms: int, score: float,
             grade: str) -> None:
-        """One lead (an attendee who registered or did anything): present or not, with their dwell, score, grade."""
-        key = WALK_IN if not registered else channel or UNKNOWN
+        """One lead (an attendee who registered or did anything): present or not, with their dwell, score, grade.
+        (Once per attendee per snapshot: kept to a few operations.)"""
+        key = (channel or UNKNOWN) if registered else WALK_IN
         row = self.rows.get(key)
         if row is None:
             row = self.rows[key] = _row()
-        if registered:
-            row[REGISTRATIONS] += 1
+        row[REGISTRATIONS] += registered
         if attended:
             row[ATTENDEES] += 1
-            if registered:
-                row[ATTENDED_REGISTRANTS] += 1
+            row[ATTENDED_REGISTRANTS] += registered
             row[DWELL_MS] += dwell_ms
             row[SCORE_SUM] += score
         row[GRADE_COUNTS][grade] += 1

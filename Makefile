@@ -4,7 +4,10 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# Re-install whenever pyproject.toml changes (new dependency, new entry point).
+# Every dependency, test and build tool comes from the lock, each file checked against its hash (docs/security.md);
+# the package itself is installed without its dependencies and without build isolation (nothing fetched unhashed).
+# Re-install whenever pyproject.toml or the lock changes (new dependency, new entry point).
+DEV_LOCK := requirements-dev.lock
 STAMP  := $(VENV)/.installed
 # The compiled build (docs/performance.md "The compiled build"): the same package with its hot path compiled by mypyc,
 # installed (not editable) in a venv of its own and rebuilt whenever a source file changes. Needs gcc and the Python
@@ -15,29 +18,40 @@ SOURCES := $(shell find streams schemas -name '*.py' -o -name '*.json')
 # The tests that also run against the compiled build: every rule of the domain and the processor, plus the bench.
 COMPILED_TESTS := tests/test_compiled.py tests/domain tests/ingest tests/test_reference_equality.py \
                   tests/test_restore.py tests/test_hostile_input.py tests/test_bounded_state.py tests/test_roi.py \
-                  tests/test_erasure.py tests/test_bench.py
+                  tests/test_erasure.py tests/test_record_sizes.py tests/test_bench.py
 
-.PHONY: venv fast test soak bench demo prometheus chromium dashboards lint clean
+.PHONY: venv fast lock test soak bench demo prometheus chromium dashboards lint clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $@
 
 fast: $(FAST_STAMP)
 
-$(FAST_STAMP): pyproject.toml $(SOURCES)
+$(FAST_STAMP): pyproject.toml $(DEV_LOCK) $(SOURCES)
 	@test -x $(FAST)/bin/python || $(PYTHON) -m venv $(FAST)
-	$(FAST)/bin/python -m pip install -q --upgrade pip
-	$(FAST)/bin/python -m pip install -q '.[test]'
+	$(FAST)/bin/python -m pip install -q --require-hashes -r $(DEV_LOCK)
 	@# Built from a copy: the mypyc build hook compiles in place and leaves its .so files beside the sources, where
 	@# they would shadow the source of the development install (tests/test_compiled.py would catch that).
 	rm -rf $(FAST)/src && mkdir -p $(FAST)/src && cp -r pyproject.toml README.md schemas streams $(FAST)/src/
-	HATCH_BUILD_HOOK_ENABLE_MYPYC=true $(FAST)/bin/python -m pip install -q --force-reinstall --no-deps $(FAST)/src
+	HATCH_BUILD_HOOK_ENABLE_MYPYC=true $(FAST)/bin/python -m pip install -q --force-reinstall --no-deps \
+	  --no-build-isolation $(FAST)/src
 	@touch $@
+
+# Regenerate the lock files (commit them) after changing pyproject.toml's dependencies or requirements-*.in:
+# requirements-dev.lock (make venv, make fast, CI), requirements.lock (the image's runtime dependencies) and
+# requirements-build.lock (the image's build stage), with the same versions in all three and hashes of every file
+# PyPI has for them, for every platform and Python >= 3.11 (--universal). Pins already locked are kept;
+# `make lock LOCK_ARGS=--upgrade` moves everything to the newest allowed versions, --upgrade-package NAME one.
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes $(LOCK_ARGS)
+lock: venv
+	$(UV_COMPILE) --extra test pyproject.toml requirements-dev.in -o $(DEV_LOCK)
+	$(UV_COMPILE) pyproject.toml -c $(DEV_LOCK) -o requirements.lock
+	$(UV_COMPILE) requirements-build.in -c $(DEV_LOCK) -o requirements-build.lock
 
 # promtool/prometheus are used by tests that check rules and scrape /metrics; those tests skip
 # themselves when it is missing, so an unreachable apt must not fail the build.
@@ -87,6 +101,7 @@ dashboards: venv
 demo: venv
 	$(BIN)/livepulse demo
 
+# as in requirements-dev.in (the lock installs it)
 RUFF_VERSION ?= 0.17.6
 lint: venv
 	@$(BIN)/ruff --version 2>/dev/null | grep -qx 'ruff $(RUFF_VERSION)' || $(BIN)/python -m pip install -q ruff==$(RUFF_VERSION)

@@ -9,6 +9,7 @@ Query rules (checked by tests/grafana, exercised against a real Prometheus by te
   reduced with `max by (event_id, ...)` over the workers, never summed; pipeline series are per worker and summed;
 - the only Grafana variables are `$event_id`, `$organizer_id`, `$instance`, `$__rate_interval` and `$__range`;
   the job is written literally;
+- money is shown per currency, with the currency's unit (currency_units);
 - every query returns data once a webinar has been processed (no series that only exist in rare cases).
 """
 
@@ -147,13 +148,16 @@ class _PrometheusAnnotation(dm.AnnotationQuery):
     """The SDK's AnnotationQuery lacks the Prometheus options, which Grafana's Prometheus datasource reads from
     the annotation itself: with `useValueForTime` the sample VALUE (in milliseconds) is the annotation's time."""
 
-    def __init__(self, name: str, expr: str, title: str, color: str) -> None:
+    def __init__(self, name: str, expr: str, title: str, color: str, *, value_is_time: bool = True,
+                 tags: str = "event_id") -> None:
         super().__init__(name=name, datasource=DATASOURCE, enable=True, icon_color=color, expr=expr)
         self.title_format = title
+        self.value_is_time = value_is_time
+        self.tags = tags
 
     def to_json(self) -> dict[str, object]:
-        return {**super().to_json(), "useValueForTime": True, "titleFormat": self.title_format,
-                "tagKeys": "event_id", "step": "60s"}
+        return {**super().to_json(), "useValueForTime": self.value_is_time, "titleFormat": self.title_format,
+                "tagKeys": self.tags, "step": "60s" if self.value_is_time else "15s"}
 
 
 class _Built(cogbuilder.Builder[dm.AnnotationQuery]):
@@ -171,6 +175,34 @@ def event_time_annotation(name: str, metric: str, title: str, color: str) -> _Bu
     return _Built(_PrometheusAnnotation(name, f"{event(metric)} * 1000", title, color))
 
 
+def alerts_annotation() -> _Built:
+    """A region while an alert of the selected event fires (and while the input is stalled, which explains every
+    event's gaps): ALERTS exists as long as the alert is firing."""
+    expr = ('ALERTS{alertstate="firing", event_id="$event_id"} '
+            'or ALERTS{alertstate="firing", alertname="LivePulseInputStalled"}')
+    return _Built(_PrometheusAnnotation("Firing alerts", expr, "{{alertname}}", "orange", value_is_time=False,
+                                        tags="alertname,severity"))
+
+
+# Money panels: an override per currency gives "{{event_id}} ({{currency}})" series that currency's unit.
+CURRENCIES = ("EUR", "USD", "GBP", "CHF", "JPY", "CAD", "AUD", "SEK", "NOK", "DKK", "PLN", "INR", "BRL", "CNY")
+
+
+def currency_units(panel):
+    """Unit `currencyXXX` on every series or column whose display name ends in "(XXX)" (the legend of money
+    series; Grafana knows these currency units), so amounts read as "€8.00K", not a bare 8000."""
+    for code in CURRENCIES:
+        panel = panel.override_by_regexp(rf".*\({code}\)$", [dm.DynamicConfigValue(id_val="unit",
+                                                                                  value=f"currency{code}")])
+    return panel
+
+
+def linked(builder: dash.Dashboard) -> dash.Dashboard:
+    """Links to the other LivePulse dashboards (by tag), keeping the time range and the selected event."""
+    return builder.link(dash.DashboardLink("LivePulse dashboards").type(dm.DashboardLinkType.DASHBOARDS)
+                        .tags(["livepulse"]).as_dropdown(False).include_vars(True).keep_time(True))
+
+
 def finish(builder: dash.Dashboard) -> dict:
     """The dashboard as JSON data, with panel ids numbered in order (stable links, stable diffs)."""
     model = builder.build()
@@ -180,8 +212,15 @@ def finish(builder: dash.Dashboard) -> dict:
 
 
 def base(uid: str, title: str, description: str) -> dash.Dashboard:
-    return (dash.Dashboard(title).uid(uid).description(description).tags(["livepulse"]).readonly()
-            .time("now-1h", "now").refresh("10s").timezone("browser").tooltip(dm.DashboardCursorSync.CROSSHAIR))
+    return linked(dash.Dashboard(title).uid(uid).description(description).tags(["livepulse"]).readonly()
+                  .time("now-1h", "now").refresh("10s").timezone("browser").tooltip(dm.DashboardCursorSync.CROSSHAIR))
+
+
+# The Live dashboard's event picker: the selected organiser's events, the fullest room first (Grafana selects the
+# first option when none is saved: a live event). The regex takes the event id out of each result line.
+LIVE_EVENTS = ('query_result(sort_desc(max by (event_id) (livepulse_attendees_current{job="livepulse"}) '
+               '* on (event_id) group_left () '
+               'max by (event_id) (livepulse_event_info{job="livepulse", organizer_id=~"$organizer_id"})))')
 
 
 # -------------------------------------------------------------------------------------------------- dashboards
@@ -190,18 +229,35 @@ def live_event() -> dict:
     window_max = f"max by (event_id) (max_over_time(livepulse_attendees_current{{{EVENT}}}[10m]))"
     ratio = ("percentunit", RATIO_STEPS)
     score = SCORE_STEPS
+    drop_line = thresholds((None, "transparent"), (0.25, "red"))  # the drop-off alert's DROP_RATIO
     builder = (
         base("livepulse-live-event", "LivePulse / Live event",
              "One live webinar, per event_id. Event series are reduced with max by (event_id) over the workers "
              "(two may briefly export the same event during a rebalance). Generated by grafana/dashboards.py.")
-        .with_variable(dash.QueryVariable("event_id").label("Event").datasource(DATASOURCE)
-                       .query("label_values(livepulse_attendees_current, event_id)")
+        .time("now-2h", "now")  # a 90-minute webinar with its lobby and wind-down
+        .with_variable(dash.QueryVariable("organizer_id").label("Organiser").datasource(DATASOURCE)
+                       .query('label_values(livepulse_event_info{job="livepulse"}, organizer_id)').include_all(True)
+                       .all_value(".*").current(dm.VariableOption(selected=True, text="All", value="$__all"))
                        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC))
+        .with_variable(dash.QueryVariable("event_id").label("Event").datasource(DATASOURCE)
+                       .query(LIVE_EVENTS).regex('/event_id="([^"]+)"/')
+                       .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.DISABLED))
+        .annotation(event_time_annotation("Scheduled start", "livepulse_event_scheduled_start_timestamp_seconds",
+                                          "Scheduled start", "blue"))
+        .annotation(event_time_annotation("Scheduled end", "livepulse_event_scheduled_end_timestamp_seconds",
+                                          "Scheduled end", "purple"))
         .annotation(event_time_annotation("Event start", "livepulse_event_start_timestamp_seconds",
                                           "Event started", "green"))
         .annotation(event_time_annotation("Event end", "livepulse_event_end_timestamp_seconds",
                                           "Event ended", "red"))
+        .annotation(alerts_annotation())
         .with_row(dash.Row("Right now"))
+        .with_panel(stat_panel("Data delay", "How far these figures are behind: wall clock minus the newest event "
+                               "time of the event's records (0 once its final summary is out). It grows when the "
+                               "input stalls: the figures are then late, not the audience gone (alert "
+                               "LivePulseInputStalled).",
+                               [target(event("livepulse_event_data_delay_seconds"))], "s",
+                               steps=thresholds((None, "green"), (30, "orange"), (120, "red"))))
         .with_panel(stat_panel("Attendees now", "In the room at the event clock.",
                                [target(event("livepulse_attendees_current"))]))
         .with_panel(stat_panel("Peak attendees", "Most attendees in the room at once so far.",
@@ -215,8 +271,9 @@ def live_event() -> dict:
         .with_panel(stat_panel("Engagement score", "Mean engagement score of the unique attendees (0-100).",
                                [target(event("livepulse_engagement_score"))], "none", width=6, steps=score,
                                low=0, high=100))
-        .with_panel(stat_panel("Average dwell", "Dwell of completed sessions / unique attendees.",
-                               [target(f'{event("livepulse_dwell_seconds_total")} / '
+        .with_panel(stat_panel("Average dwell", "Dwell of all sessions, the open ones included up to the last "
+                               "snapshot / unique attendees.",
+                               [target(f'{event("livepulse_dwell_including_open_seconds")} / '
                                        f'{event("livepulse_unique_attendees")}')], "s"))
         .with_panel(stat_panel("Median session", "Median length of completed presence sessions (from buckets).",
                                [target('histogram_quantile(0.5, max by (event_id, le) '
@@ -236,13 +293,19 @@ def live_event() -> dict:
                                          (event("livepulse_attendees_peak"), "peak"),
                                          (event("livepulse_unique_attendees"), "unique so far"))))
         .with_panel(series_panel("Joins and leaves per minute",
-                                 "Join and explicit leave interactions (idle timeouts are not leave records).",
-                                 [target(event_per_minute("join|leave"), "{{type}}")], "cpm"))
+                                 "Join and explicit leave interactions, and sessions that ended: explicit leaves "
+                                 "plus idle timeouts (attendees whose client went silent).",
+                                 [target(event_per_minute("join|leave"), "{{type}}"),
+                                  target("60 * max by (event_id) (rate(livepulse_session_duration_seconds_count"
+                                         f"{{{EVENT}}}{RATE}))", "left (incl. idle timeouts)", ref="B")], "cpm"))
         .with_panel(series_panel("Drop-off", "Share of the audience lost relative to its maximum over the last "
-                                 "10 minutes (the drop-off alert fires at 25 %); 0 while the room has been empty.",
+                                 "10 minutes; the line is the drop-off alert's 25 % (it also needs 10 people lost "
+                                 "of a room of at least 20); 0 while the room has been empty.",
                                  [target(f"({window_max} - {event('livepulse_attendees_current')}) / "
                                          f"clamp_min({window_max}, 1)",
-                                         "drop-off vs 10 min max")], "percentunit", low=0, high=1))
+                                         "drop-off vs 10 min max")], "percentunit", low=0, high=1)
+                    .thresholds(drop_line)
+                    .thresholds_style(common.GraphThresholdsStyleConfig().mode(cm.GraphThresholdsStyleMode.DASHED)))
         .with_panel(bar_panel("Session durations",
                               "Completed presence sessions per duration bucket (upper bound, seconds).",
                               [target(event("livepulse_session_duration_seconds_bucket", "le"), "<= {{le}} s",
@@ -270,6 +333,12 @@ def pipeline_health() -> dict:
     """The workers: throughput, rejects and record anomalies, lags, state size, batch sizes, per worker."""
     down = thresholds((None, "red"), (1, "green"))
     batch = f"livepulse_batch_records_bucket{{{WORKERS}}}"
+    # Idle-aware lag: a worker's event-time lag while it is reading interactions; 0 while it is idle (between
+    # events the newest record only gets older, which is not lateness): busy = read interactions in the last 2 min.
+    busy = f"time() - max by (instance) (livepulse_input_last_interaction_timestamp_seconds{{{WORKERS}}}) < 120"
+    lag = f"max by (instance) (livepulse_event_time_lag_seconds{{{WORKERS}}})"
+    idle_aware_lag = f"({lag} and on (instance) ({busy})) or on (instance) (0 * {lag})"
+    process = f"{WORKERS}"
     mean_batch = (f'{workers("livepulse_batch_records_sum", rate=True)} / '
                   f'{workers("livepulse_batch_records_count", rate=True)}')
     builder = (
@@ -283,8 +352,9 @@ def pipeline_health() -> dict:
                        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
                        .sort(dm.VariableSort.ALPHABETICAL_ASC))
         .with_row(dash.Row("Overview"))
-        .with_panel(stat_panel("Workers up", "Workers Prometheus scraped successfully.",
-                               [target(f"sum (up{{{WORKERS}}})")], steps=down))
+        .with_panel(stat_panel("Workers up", "Workers Prometheus scraped successfully, of the targets it has.",
+                               targets((f"sum (up{{{WORKERS}}})", "up"), (f"count (up{{{WORKERS}}})", "of")),
+                               steps=down).text_mode(cm.BigValueTextMode.VALUE_AND_NAME))
         .with_panel(stat_panel("Records per second", "Input records read, all topics.",
                                [target(workers("livepulse_records_processed_total", rate=True))], "recps"))
         .with_panel(stat_panel("Rejected per second", "Records sent to the dead-letter topic.",
@@ -294,8 +364,9 @@ def pipeline_health() -> dict:
                                [target(workers("livepulse_events_tracked"))]))
         .with_panel(stat_panel("Open sessions", "Present attendees held in state.",
                                [target(workers("livepulse_open_sessions"))]))
-        .with_panel(stat_panel("Event-time lag", "Wall clock minus the newest record's ts, worst worker.",
-                               [target(f"max (livepulse_event_time_lag_seconds{{{WORKERS}}})")], "s",
+        .with_panel(stat_panel("Event-time lag", "Wall clock minus the newest record's ts, worst worker, counted only "
+                               "while it reads interactions (0 when idle: between events nothing is late).",
+                               [target(f"max ({idle_aware_lag})")], "s",
                                steps=thresholds((None, "green"), (30, "orange"), (120, "red"))))
         .with_row(dash.Row("Records"))
         .with_panel(series_panel("Records processed by topic", "Input records read per second.",
@@ -358,16 +429,74 @@ def pipeline_health() -> dict:
                                   target(workers("livepulse_snapshot_interval_seconds", "instance"),
                                          "spacing {{instance}}", ref="B")],
                                  unit="s", low=0))
+        .with_row(dash.Row("Input"))
+        .with_panel(series_panel("Input silence", "Seconds since the workers last processed a record, per input "
+                                 "topic (the most recent over the selected workers). Interactions silent for a "
+                                 "minute while events are live: alert LivePulseInputStalled.",
+                                 [target("time() - max by (topic) (livepulse_input_last_record_timestamp_seconds"
+                                         f"{{{WORKERS}}})", "{{topic}}")], "s", low=0))
+        .with_panel(series_panel("Idle-aware event-time lag", "Per worker, while it reads interactions; 0 when idle.",
+                                 [target(idle_aware_lag, "{{instance}}")], "s", low=0))
+        .with_panel(series_panel("Deferred, capped, abandoned",
+                                 "Records deferred while their partition moved (read again later); valid records "
+                                 "rejected by a cap, by cap; events dropped without an end after a long silence.",
+                                 [target(workers("livepulse_records_deferred_total", rate=True), "deferred"),
+                                  target(workers("livepulse_records_capped_total", "cap", rate=True),
+                                         "capped {{cap}}", ref="B"),
+                                  target(workers("livepulse_events_abandoned_total", rate=True), "abandoned",
+                                         ref="C")], "recps", low=0))
+        .with_row(dash.Row("Partitions and rebalances"))
+        .with_panel(series_panel("Partitions owned", "Input partitions each worker owns (restored and processing).",
+                                 [target(workers("livepulse_partitions_owned", "instance"), "{{instance}}")],
+                                 low=0))
+        .with_panel(series_panel("Rebalances", "Rebalances each worker recovered from, per hour (each one pauses "
+                                 "the live figures of the partitions that move).",
+                                 [target(f"3600 * {workers('livepulse_rebalances_total', 'instance', rate=True)}",
+                                         "{{instance}}")], low=0))
+        .with_row(dash.Row("Processes (standard process collector)"))
+        .with_panel(series_panel("Restarts", "Process starts per worker within the last 15 minutes (changes of "
+                                 "process_start_time_seconds; 2 or more: alert LivePulseWorkerCrashLooping).",
+                                 [target(f"changes(process_start_time_seconds{{{process}}}[15m])", "{{instance}}")],
+                                 low=0))
+        .with_panel(series_panel("Resident memory", "Resident set size per worker.",
+                                 [target(f"process_resident_memory_bytes{{{process}}}", "{{instance}}")], "bytes",
+                                 low=0))
+        .with_panel(series_panel("CPU", "CPU time per second of wall time per worker (1 = one core).",
+                                 [target(f"rate(process_cpu_seconds_total{{{process}}}{RATE})", "{{instance}}")],
+                                 "percentunit", low=0))
+        .with_panel(series_panel("Open file descriptors", "Open file descriptors per worker, against its limit.",
+                                 [target(f"process_open_fds{{{process}}}", "open {{instance}}"),
+                                  target(f"process_max_fds{{{process}}}", "limit {{instance}}", ref="B")], low=0))
+        .with_row(dash.Row("Scrapes"))
+        .with_panel(series_panel("Scrape duration", "How long Prometheus takes to scrape each worker's /metrics.",
+                                 [target(f"scrape_duration_seconds{{{WORKERS}}}", "{{instance}}")], "s", low=0))
+        .with_panel(series_panel("Samples per scrape", "Samples in each worker's /metrics (grows with the events "
+                                 "it holds).",
+                                 [target(f"scrape_samples_scraped{{{WORKERS}}}", "{{instance}}")], low=0))
     )
     return finish(builder)
 
 
 def per_event(title: str, description: str, *pairs: tuple[str, str], unit: str = "short", width: int = 6,
               steps: dash.ThresholdsConfig | None = None, low: float | None = None,
-              high: float | None = None) -> bargauge.Panel:
+              high: float | None = None, money: bool = False) -> bargauge.Panel:
     """One bar per selected event (and per currency, where the series has one): the figure now (instant)."""
-    return bar_panel(title, description, targets(*pairs, instant=True), unit, width=width, steps=steps, low=low,
-                     high=high)
+    panel = bar_panel(title, description, targets(*pairs, instant=True), unit, width=width, steps=steps, low=low,
+                      high=high)
+    return currency_units(panel) if money else panel
+
+
+def final_roi() -> str:
+    """The final ROI (recording rule event_id_organizer_id:livepulse_roi_ratio:final, deploy/prometheus/rules):
+    set once the attribution window has closed and kept after the ROI ledger forgets the event; last_over_time
+    bridges a Prometheus outage longer than the rule's own 1h lookback (within the TSDB retention)."""
+    series = 'event_id_organizer_id:livepulse_roi_ratio:final{organizer_id=~"$organizer_id", event_id=~"$event_id"}'
+    return f"max by (event_id, organizer_id) (last_over_time({series}{RANGE}))"
+
+
+def provisional(expr: str) -> str:
+    """`expr` only for the events whose attribution window is still open."""
+    return f"{expr} and on (event_id, organizer_id) ({attributed('livepulse_roi_provisional')} == 1)"
 
 
 def comparison_table(title: str, description: str, columns: list[tuple[str, str, str]]) -> tables.Panel:
@@ -418,6 +547,7 @@ def marketing_roi() -> dict:
     """What the webinars brought in: audience and cost, leads, key accounts, attributed pipeline and revenue, ROI."""
     money = "{{event_id}} ({{currency}})"
     roi = thresholds((None, "red"), (0, "green"))
+    open_window = thresholds((None, "blue"))  # a provisional ROI is not a loss: no red
     builder = (
         base("livepulse-marketing-roi", "LivePulse / Marketing ROI",
              "Marketing figures of the selected events of one organiser, and the CRM opportunities and revenue "
@@ -446,16 +576,16 @@ def marketing_roi() -> dict:
                               (events("livepulse_engagement_score"), "{{event_id}}"), unit="none",
                               steps=SCORE_STEPS, low=0, high=100))
         .with_panel(per_event("Cost per registration", "Event cost / distinct registrants, in the cost's currency.",
-                              (events("livepulse_cost_per_registration", "currency"), money)))
+                              (events("livepulse_cost_per_registration", "currency"), money), money=True))
         .with_panel(per_event("Cost per attendee", "Event cost / unique attendees, in the cost's currency.",
-                              (events("livepulse_cost_per_attendee", "currency"), money)))
+                              (events("livepulse_cost_per_attendee", "currency"), money), money=True))
         .with_row(dash.Row("Leads per event"))
         .with_panel(per_event("New leads", "People whose first event of this organiser is this one.",
                               (attributed("livepulse_roi_new_leads"), "{{event_id}}")))
         .with_panel(per_event("Marketing-qualified leads", "Leads of grade A or B.",
                               (events("livepulse_mqls"), "{{event_id}}")))
         .with_panel(per_event("Cost per new lead", "Event cost / new leads, in the cost's currency.",
-                              (attributed("livepulse_roi_cost_per_new_lead", "currency"), money)))
+                              (attributed("livepulse_roi_cost_per_new_lead", "currency"), money), money=True))
         .with_panel(per_event("Key accounts", "Share of the unique attendees from key accounts; share of the "
                               "event's key accounts that attended (coverage).",
                               (events("livepulse_key_account_share"), "{{event_id}} share"),
@@ -468,12 +598,36 @@ def marketing_roi() -> dict:
                               "window after the event by its attendees or their accounts (shares when split).",
                               (attributed("livepulse_roi_opportunities"), "{{event_id}}")))
         .with_panel(per_event("Pipeline", "Amount of the attributed opportunities not lost, per currency.",
-                              (attributed("livepulse_roi_pipeline_amount", "currency"), money)))
+                              (attributed("livepulse_roi_pipeline_amount", "currency"), money), money=True))
         .with_panel(per_event("Won", "Amount of the attributed opportunities won within the window, per currency.",
-                              (attributed("livepulse_roi_won_amount", "currency"), money)))
-        .with_panel(per_event("ROI", "(Won in the cost's currency - cost) / cost; -100 % when nothing was won.",
-                              (attributed("livepulse_roi_ratio"), "{{event_id}}"), unit="percentunit", steps=roi,
-                              low=-1))
+                              (attributed("livepulse_roi_won_amount", "currency"), money), money=True))
+        .with_panel(per_event("ROI (provisional)", "(Won in the cost's currency - cost) / cost SO FAR, for the events "
+                              "whose attribution window is still open (until the date in \"Provisional until\"): "
+                              "opportunities keep arriving, so a low figure is not a loss yet.",
+                              (provisional(attributed("livepulse_roi_ratio")), "{{event_id}}"), unit="percentunit",
+                              steps=open_window, low=-1))
+        .with_panel(stat_panel("Provisional until", "When the attribution window of each event with a provisional "
+                               "ROI closes (its widest window: key accounts' included).",
+                               [target(provisional(f"{attributed('livepulse_roi_attribution_end_timestamp_seconds')}"
+                                                   " * 1000"), "{{event_id}}", instant=True)],
+                               "dateTimeAsIso", width=6).text_mode(cm.BigValueTextMode.VALUE_AND_NAME)
+                    .graph_mode(cm.BigValueGraphMode.NONE))
+        .with_panel(per_event("Final ROI", "(Won - cost) / cost once the attribution window has closed; kept after "
+                              "the ROI ledger forgets the event (recording rule "
+                              "event_id_organizer_id:livepulse_roi_ratio:final).",
+                              (final_roi(), "{{event_id}}"), unit="percentunit", steps=roi, low=-1))
+        .with_row(dash.Row("Funnel and cost per event"))
+        .with_panel(per_event("Cost", "Event cost, in its currency.",
+                              (attributed("livepulse_roi_cost", "currency"), money), money=True))
+        .with_panel(per_event("Funnel", "Registrations, unique attendees, marketing-qualified leads, new leads and "
+                              "attributed opportunities (then Pipeline and Won, in money) -- the ROI ledger's "
+                              "figures, kept for the attribution window.",
+                              (attributed("livepulse_roi_registrations"), "{{event_id}} registrations"),
+                              (attributed("livepulse_roi_attendees"), "{{event_id}} attendees"),
+                              (attributed("livepulse_roi_mqls"), "{{event_id}} MQLs"),
+                              (attributed("livepulse_roi_new_leads"), "{{event_id}} new leads"),
+                              (attributed("livepulse_roi_opportunities"), "{{event_id}} opportunities"),
+                              width=18))
         .with_row(dash.Row("Comparison"))
         .with_panel(comparison_table(
             "Recent events", "One row per event (another row for amounts in a second currency).",
@@ -482,7 +636,7 @@ def marketing_roi() -> dict:
              ("Cost per new lead", attributed("livepulse_roi_cost_per_new_lead", "currency"), "none"),
              ("Pipeline", attributed("livepulse_roi_pipeline_amount", "currency"), "none"),
              ("Won", attributed("livepulse_roi_won_amount", "currency"), "none"),
-             ("ROI", attributed("livepulse_roi_ratio", "organizer_id"), "percentunit")]))
+             ("ROI so far", attributed("livepulse_roi_ratio", "organizer_id"), "percentunit")]))
     )
     return finish(builder)
 

@@ -27,13 +27,14 @@ from typing import Any
 import click
 import faust
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from streams import hot_path, kafka
+from streams import hot_path, kafka, logs
 from streams.heap import TrimWhenQuiet, release_free_memory
 from streams.ingest import batch_fetch, consumer_fixes, poison
+from streams.outputs import fit
 from streams.outputs.batches import MAX_BATCH_BYTES, BatchSender
-from streams.outputs.metrics import BatchSizes, ConsumerLag, LivePulseCollector
+from streams.outputs.metrics import BatchSizes, ConsumerLag, LivePulseCollector, Ownership, worker_registry
 from streams.outputs.snapshots import SnapshotPacing
 from streams.partitioning import partition_for
 from streams.processor import Output, Processor, lead_key
@@ -63,6 +64,7 @@ GC_THRESHOLDS = (50_000, 20, 100)
 ROCKSDB_WRITE_BUFFER_BYTES = 16 << 20
 EXIT_BATCH_FAILED = 70  # EX_SOFTWARE: a batch failed; nothing of it was committed
 EXIT_FROZEN = 75  # EX_TEMPFAIL: the process stood still beyond the session timeout; restart it (state/freeze_watch)
+EXIT_RECOVERY_INCOMPLETE = 75  # EX_TEMPFAIL: Faust reported a recovery complete that was not; restart it
 EXIT_FAUST_RESTART = 75  # EX_TEMPFAIL: Faust's rebalance handling stopped the worker (run_worker); restart it
 EXIT_FENCED = 75  # EX_TEMPFAIL: another worker wrote to a changelog partition of ours; restart (state/fencing)
 
@@ -87,7 +89,9 @@ class Worker:
         self.snapshots = SnapshotPacing(settings.snapshot_interval_s, settings.snapshot_max_share)
         self.batch_sizes = BatchSizes()
         self.source_topics = set(input_topics(settings))
-        self.consumer_lag = ConsumerLag(self.source_topics)  # per owned input partition, updated once per batch
+        # per owned input partition, updated once per batch; and when interactions were last read (input stalls)
+        self.consumer_lag = ConsumerLag(self.source_topics, (settings.topic_interactions, settings.topic_rekeyed))
+        self.ownership = Ownership()  # partitions owned, rebalances (for /metrics)
         self.positions: batch_fetch.Positions | None = None  # what Faust commits for the input (build_app sets it)
         # One batch, tick or checkpoint at a time, each sent before the next begins: state records then reach every
         # changelog partition in processing order (the domain relies on it, see EventState's delayed pruning).
@@ -133,6 +137,12 @@ class Worker:
                         sorted(stale))
             self.processor.drop_partitions(stale)
         lost, gained = self.owned - active, (active - self.owned) | stale
+        unread = self.store.unread(gained)
+        if unread:
+            exit_now(EXIT_RECOVERY_INCOMPLETE, "recovery was reported complete, but changelog partitions were "
+                     "read only to %s of their ends (a rebalance in the middle of the recovery); exiting (exit "
+                     "%d) without writing, to be restarted and rebuilt from the changelog",
+                     {p: f"{read}/{end}" for p, (read, end) in sorted(unread.items())}, EXIT_RECOVERY_INCOMPLETE)
         if lost:
             self.processor.drop_partitions(lost)
             self.store.forget(lost)
@@ -143,6 +153,7 @@ class Worker:
         await self.claim(gained)
         self.owned = set(active)
         self.consumer_lag.keep(self.owned)
+        self.ownership.recovered(len(self.owned))
         await consumer_fixes.rewind_to_committed(self.app, self.source_topics, active)
         self.ready = True
         gc.freeze()
@@ -194,7 +205,9 @@ class Worker:
                 self.defer(len(part))
         await self.process(records, ends)
         highwater = self.app.consumer.highwater
+        read_at = time.time()
         for tp, end in ends.items():
+            self.consumer_lag.read(tp.topic, read_at)
             if not self.ready or tp.partition not in self.owned:
                 continue  # released while the batch was written
             # Consumer lag: the high watermark of the consumer's latest fetch for the partition minus the next
@@ -309,14 +322,16 @@ class Worker:
         """
         self.exit_if_frozen()
         s = self.s
-        sender = BatchSender(self.app.producer._ensure_producer())
+        limit = s.max_message_bytes
+        sender = BatchSender(self.app.producer._ensure_producer(), limit)
         changelog = self.store.changelog
         append, headers = sender.append, self.store.headers  # (every state record carries its epoch)
         for partition, key, value in out.state:
             if not append(changelog, partition, key, value, headers[partition]):
                 await sender.add(changelog, partition, key, value, headers[partition])
-        for key, record in out.dead_letters:
-            await sender.add(s.topic_dlq, await sender.partition_of(s.topic_dlq, key), key, orjson.dumps(record))
+        for dlq_key, record in out.dead_letters:
+            dlq_key, value = fit.dead_letter(dlq_key, record, limit)
+            await sender.add(s.topic_dlq, await sender.partition_of(s.topic_dlq, dlq_key), dlq_key, value)
         for topic, forwarded in ((s.topic_rekeyed, out.rekeyed), (s.topic_roi_facts, out.roi_facts)):
             for key, value in forwarded:
                 await sender.add(topic, partition_for(key, self.partitions), key, value)
@@ -325,7 +340,19 @@ class Worker:
             for record in records:
                 key = lead_key(record["event_id"], record["attendee_id"]) if topic == s.topic_leads else \
                     record["event_id"].encode()
-                await sender.add(topic, await sender.partition_of(topic, key), key, orjson.dumps(record))
+                partition, value = await sender.partition_of(topic, key), orjson.dumps(record)
+                if fit.record_bytes(key, value) > limit:  # never sent as is (outputs/fit.py)
+                    fitted = fit.summary(key, record, limit) if topic == s.topic_summary else None
+                    oversized = self.processor.counters.oversized
+                    oversized[topic] = oversized.get(topic, 0) + 1
+                    if fitted is None:
+                        letter = fit.output_too_large(topic, partition, key, value, limit, int(time.time() * 1000))
+                        dlq_key, value = fit.dead_letter(key, letter, limit)
+                        await sender.add(s.topic_dlq, await sender.partition_of(s.topic_dlq, dlq_key), dlq_key,
+                                         value)
+                        continue
+                    value = fitted
+                await sender.add(topic, partition, key, value)
         for event_id, attendee_id in out.lead_tombstones:  # erasure (docs/data-protection.md)
             key = lead_key(event_id, attendee_id)
             await sender.add(s.topic_leads, await sender.partition_of(s.topic_leads, key), key, None)
@@ -464,10 +491,8 @@ def build_app(settings: Settings, partitions: int) -> tuple[faust.App, Worker]:
     async def tick() -> None:
         await worker.tick()
 
-    # (collectors without names: our collector describes nothing up front, so the ?name[] filter must still ask it)
-    registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
-    registry.register(LivePulseCollector(worker.processor, worker.batch_sizes, worker.consumer_lag,
-                                         worker.snapshots))
+    registry = worker_registry(LivePulseCollector(worker.processor, worker.batch_sizes, worker.consumer_lag,
+                                                  worker.snapshots, worker.ownership))
 
     @app.page("/metrics")
     async def metrics(self: faust.web.View, request: faust.web.Request) -> faust.web.Response:
@@ -508,7 +533,7 @@ def exit_now(code: int, message: str, *args: Any, exc_info: bool = False) -> Non
 
 
 def run_worker(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.configure(settings, "%(asctime)s %(levelname)s %(name)s %(message)s")
     log.info("connecting to Kafka at %s", kafka.describe(settings))
     try:
         partitions = asyncio.run(prepare_topics(settings))

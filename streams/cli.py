@@ -38,3 +38,9 @@ class LazyGroup(click.Group):
 @click.version_option(package_name="livepulse")
 def main() -> None:
     """LivePulse: live webinar engagement from Kafka to Prometheus, Grafana and aggregated topics."""
+    from streams.settings import env_file
+
+    try:  # a LIVEPULSE_ENV_FILE that does not exist: one line, before any command starts (docs/security.md)
+        env_file()
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None

@@ -22,8 +22,12 @@ import orjson
 from streams.domain.erasure import forget_attendee, forget_person
 from streams.domain.event import (
     ATTENDEE,
+    CAPPED_ACCOUNTS,
     CAPPED_ATTENDEES,
+    CAPPED_EVENT_POLLS,
     CAPPED_INTERACTIONS,
+    CAPPED_POLLS,
+    CAPPED_WORKER_ATTENDEES,
     DUPLICATE,
     EVENT,
     IDS,
@@ -31,6 +35,7 @@ from streams.domain.event import (
     REDELIVERED,
     WINDOW,
     Attendee,
+    Budget,
     EventState,
     Params,
 )
@@ -56,9 +61,13 @@ SIDE_KIND = {WINDOW: "w", IDS: "i"}
 ROI_PREFIX = "#roi/"  # ROI state keys: "#roi/<organizer_id>/<e|p|o>/<id>" ("#" cannot start an event id)
 ROI_TIME = "c"  # ... and "#roi/<organizer_id>/c/time": the ledger's clock and wall-time mark (Ledger.take_time)
 ROI_EXPIRY_INTERVAL_S = 3600.0  # how often ticks let time pass for the ledgers and expire what it ends
-# Domain results that a cap rejected -> (cap label, the setting that sets it).
-CAP_OF = {CAPPED_ATTENDEES: ("attendees", "max_attendees_per_event"),
-          CAPPED_INTERACTIONS: ("interactions", "max_interactions_per_attendee")}
+# Domain results that a cap rejected -> (cap label, the setting that sets it, what holds too many); docs/caps.md.
+CAP_OF = {CAPPED_ATTENDEES: ("attendees", "max_attendees_per_event", "the event"),
+          CAPPED_INTERACTIONS: ("interactions", "max_interactions_per_attendee", "the attendee"),
+          CAPPED_POLLS: ("polls", "max_polls_per_attendee", "the attendee"),
+          CAPPED_ACCOUNTS: ("accounts", "max_accounts_per_attendee", "the attendee"),
+          CAPPED_EVENT_POLLS: ("event_polls", "max_polls_per_event", "the event"),
+          CAPPED_WORKER_ATTENDEES: ("worker_attendees", "max_attendees_per_worker", "this worker")}
 
 
 class InputRecord(Protocol):
@@ -128,6 +137,7 @@ class Counters:
     rekeyed: int = 0
     after_retention: int = 0
     capped: dict[str, int] = field(default_factory=dict)  # cap -> records rejected by it
+    oversized: dict[str, int] = field(default_factory=dict)  # output topic -> records too large to send as built
     abandoned: int = 0  # events dropped without an end
     failed: int = 0  # records whose processing raised (dead-lettered as processing_error)
     poisoned: int = 0  # records the process died on again and again, skipped (dead-lettered as poison_record)
@@ -149,6 +159,8 @@ class Processor:
         self.ledger_partition: dict[str, int] = {}
         self.roi_views: dict[str, dict] = {}  # event_id -> latest ROI record
         self.counters = Counters()
+        self.attendee_budget = Budget(settings.max_attendees_per_worker)  # attendees over all events held
+        self.roi_budgets = (Budget(settings.max_opportunities_per_worker), Budget(settings.max_persons_per_worker))
         self._unpersisted: dict[str, EventState] = {}  # events changed since the last persist
         self._failures_logged: set[str] = set()  # where processing raised (each logged once with its traceback)
         self._topic_index = {settings.topic_interactions: 0, settings.topic_rekeyed: 1, settings.topic_events: 2}
@@ -206,11 +218,15 @@ class Processor:
                                      "(LIVEPULSE_MAX_EVENTS)", is_event, now_ms, out)
                         continue
                     ev = self.events[event_id] = EventState(event_id, self.params)
+                    ev.budget = self.attendee_budget
                     self.event_partition[event_id] = partition
                 ev.wall_last = wall_now
                 touched[event_id] = ev
                 if is_event:
-                    ev.apply_lifecycle(decoded)
+                    if ev.apply_lifecycle(decoded):  # applied, but some key accounts left out: said in the DLQ
+                        self._capped(rec, "key_accounts", f"applied without the key accounts beyond "
+                                     f"{s.max_key_accounts_bytes} bytes (LIVEPULSE_MAX_KEY_ACCOUNTS_BYTES) or 10,000",
+                                     True, now_ms, out)
                 else:
                     result = ev.apply_interaction(decoded, topic_index.get(topic, 0), rec.offset)
                     if result == DUPLICATE:
@@ -220,9 +236,8 @@ class Processor:
                         c.redelivered += 1
                         continue
                     if result in CAP_OF:
-                        cap, setting = CAP_OF[result]
-                        whose = "event" if cap == "attendees" else "attendee"
-                        why = f"the {whose} already has {getattr(s, setting)} {cap}"
+                        cap, setting, holder = CAP_OF[result]
+                        why = f"{holder} already has {getattr(s, setting)} {cap.replace('_', ' ')}"
                         self._capped(rec, cap, f"{why} (LIVEPULSE_{setting.upper()})", False, now_ms, out)
                         continue
                     if result == LATE:
@@ -281,14 +296,29 @@ class Processor:
         if fact == "event":
             ledger.add_event(decoded)
         elif fact == "leads":
-            ledger.add_leads(decoded["event_id"], decoded["leads"])
+            self._roi_capped(rec, ledger.add_leads(decoded["event_id"], decoded["leads"]), now_ms, out)
         else:
-            ledger.add_opportunity(decoded)
+            self._roi_capped(rec, ledger.add_opportunity(decoded), now_ms, out)
+
+    def _roi_capped(self, rec: InputRecord, capped, now_ms: int, out: Output) -> None:
+        """A ROI cap kept an opportunity (capped: the cap) or some leads of a fact ((cap, how many)) out."""
+        if capped is None:
+            return
+        cap, left_out = capped if isinstance(capped, tuple) else (capped, 0)
+        self.counters.capped[cap] = self.counters.capped.get(cap, 0) + 1
+        setting = {"opportunities": "max_opportunities_per_organizer", "persons": "max_persons_per_organizer",
+                   "worker_opportunities": "max_opportunities_per_worker",
+                   "worker_persons": "max_persons_per_worker"}.get(cap)
+        why = (f"applied without {left_out} leads: " if left_out else "") + (
+            f"the cap {getattr(self.s, setting)} (LIVEPULSE_{setting.upper()})" if setting
+            else "a person holds at most 64 events")
+        crm = rec.topic == self.s.topic_opportunities
+        self._reject(rec, Rejection("cap_exceeded", why), "opportunity" if crm else "roi_fact", now_ms, out)
 
     def _ledger(self, organizer: str, partition: int) -> Ledger:
         ledger = self.ledgers.get(organizer)
         if ledger is None:
-            ledger = self.ledgers[organizer] = Ledger(organizer, self.roi_params)
+            ledger = self.ledgers[organizer] = Ledger(organizer, self.roi_params, *self.roi_budgets)
             self.ledger_partition[organizer] = partition
         return ledger
 
@@ -458,6 +488,7 @@ class Processor:
 
     def _expire(self, event_id: str, out: Output, wall_now: float) -> None:
         ev = self.events.pop(event_id)
+        self.attendee_budget.held -= len(ev.attendees)
         self.views.pop(event_id, None)
         self._unpersisted.pop(event_id, None)
         partition = self.event_partition.pop(event_id)
@@ -504,6 +535,10 @@ class Processor:
                 entry[0] = orjson.loads(value)
         for event_id, (event, attendees, windows, id_records) in grouped.items():
             ev = EventState.from_parts(event_id, self.params, event, attendees, windows, id_records)
+            ev.budget = self.attendee_budget
+            replaced = self.events.get(event_id)
+            self.attendee_budget.held += len(ev.attendees) - (len(replaced.attendees) if replaced else 0)
+            # (may pass the limit: they were admitted elsewhere)
             ev.wall_last = wall_now
             self.events[event_id] = ev
             self.event_partition[event_id] = partition
@@ -514,12 +549,14 @@ class Processor:
     def drop_partitions(self, partitions: set[int]) -> None:
         """Forget the events of revoked partitions (their new owner restores them from the changelog)."""
         for event_id in [e for e, p in self.event_partition.items() if p in partitions]:
-            del self.events[event_id]
+            self.attendee_budget.held -= len(self.events.pop(event_id).attendees)
             del self.event_partition[event_id]
             self.views.pop(event_id, None)
             self._unpersisted.pop(event_id, None)
         for organizer in [o for o, p in self.ledger_partition.items() if p in partitions]:
-            for event_id in self.ledgers.pop(organizer).events:
+            ledger = self.ledgers.pop(organizer)
+            ledger.release()
+            for event_id in ledger.events:
                 self.roi_views.pop(event_id, None)
             del self.ledger_partition[organizer]
 

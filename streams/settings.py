@@ -1,15 +1,17 @@
 """The one typed settings object of LivePulse.
 
 Every option can be set with an environment variable named ``LIVEPULSE_<FIELD>``
-(e.g. ``LIVEPULSE_BROKER``), from a ``.env`` file, or with the matching CLI flag.
+(e.g. ``LIVEPULSE_BROKER``), from the env file named by ``LIVEPULSE_ENV_FILE`` (never a ``.env`` found in the
+working directory: in the image that is the data volume), or with the matching CLI flag.
 Durations are in seconds (floats allowed) because that is what operators type;
 the domain converts them to the milliseconds it computes in.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,10 +45,35 @@ class LeadGrades(BaseSettings):
         return self
 
 
+# Memory figures the derived caps use (docs/caps.md "Memory"; measured by `livepulse bench`, docs/performance.md).
+RESERVED_BYTES = 192 * 1_048_576  # the healthy worker (~130 MiB) plus RocksDB buffers and batch peaks
+ATTENDEE_BYTES = 1_000  # RSS per present attendee: 950-957 B measured with 1,000,000 of them, rounded up
+EVENT_BYTES = 65_536  # an event beside its attendees: its record, windows and an hour's attendance curve
+# ROI ledgers: tracemalloc measured 1,455 B per opportunity and 1,099 B per person (one event, one account), with
+# their indexes and tallies; x 1.2 for RSS (the attendee's ratio: 955 B RSS, 797 B tracemalloc), rounded up.
+OPPORTUNITY_BYTES = 1_800
+PERSON_BYTES = 1_350
+ATTENDEE_SHARE, EVENT_SHARE, ROI_SHARE = 6, 1, 1  # eighths of the budget after the reserve
+
+
+def derived_caps(s) -> dict[str, int]:
+    """The default worker-wide caps of a memory budget: events, attendees, ROI opportunities and persons."""
+    eighth = max(0, s.memory_budget_bytes - RESERVED_BYTES) // 8
+    return {"max_events": max(1, eighth * EVENT_SHARE // EVENT_BYTES),
+            "max_attendees_per_worker": max(1, eighth * ATTENDEE_SHARE // ATTENDEE_BYTES),
+            "max_opportunities_per_worker": max(1, eighth * ROI_SHARE // 2 // OPPORTUNITY_BYTES),
+            "max_persons_per_worker": max(1, eighth * ROI_SHARE // 2 // PERSON_BYTES)}
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="LIVEPULSE_", env_file=".env", extra="ignore", env_nested_delimiter="__"
-    )
+    model_config = SettingsConfigDict(env_prefix="LIVEPULSE_", env_file=None, extra="ignore", env_nested_delimiter="__")
+
+    def __init__(self, **values: Any) -> None:
+        # The one env file read is the one LIVEPULSE_ENV_FILE names (docs/security.md): a `.env` in the working
+        # directory -- the data volume in the image, writable by the worker -- is never read by itself.
+        if "_env_file" not in values:
+            values["_env_file"] = env_file()
+        super().__init__(**values)
 
     # --- Kafka connection -------------------------------------------------------------
     broker: str = Field(
@@ -128,7 +155,11 @@ class Settings(BaseSettings):
     )
 
     # --- Worker -----------------------------------------------------------------------
-    web_host: str = Field("0.0.0.0", description="Address the worker's web server binds to.")
+    web_host: str = Field(
+        "127.0.0.1",
+        description="Address the worker's web server (/metrics, /health) binds to: this host only by default; the "
+        "image, compose and Kubernetes set 0.0.0.0 (with a NetworkPolicy in Kubernetes).",
+    )
     web_port: int = Field(6066, ge=1, le=65535, description="Port of /metrics and /health.")
     data_dir: Path = Field(Path("var/livepulse"), description="Directory for the worker's local state (RocksDB).")
     store: Literal["memory", "rocksdb"] = Field(
@@ -157,6 +188,12 @@ class Settings(BaseSettings):
         "a crash up to this much input is read again (idempotent; the outputs it made may be sent twice).",
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    kafka_log_level: Literal["debug", "info", "warning", "error"] | None = Field(
+        None,
+        description="Log level of the Kafka client libraries (aiokafka). Unset: log_level, but never below info: at "
+        "debug they log every request they send, SASL logins included (secrets are masked in every log line "
+        "anyway, docs/security.md).",
+    )
     session_timeout_s: float = Field(
         10.0, gt=0, description="Consumer-group session timeout: how fast a crashed worker's partitions move on."
     )
@@ -195,22 +232,72 @@ class Settings(BaseSettings):
     max_future_skew_s: float = Field(
         86400.0, ge=0, description="Records stamped further than this ahead of the wall clock are rejected."
     )
-    # --- Caps: bounded memory whatever the input (docs/semantics.md "Caps") -----------------------
-    max_events: int = Field(10_000, ge=1, description="Most events one worker tracks; records of more are rejected.")
+    max_message_bytes: int = Field(
+        1_048_576, ge=1_048_576,
+        description="Largest record (key, value, headers and framing) any topic LivePulse writes accepts: Kafka's "
+        "max.message.bytes of the smallest one (docs/caps.md). State records stay below it by construction; an "
+        "output record above it is never sent.",
+    )
+    # --- Caps: bounded memory whatever the input (docs/semantics.md "Caps", docs/caps.md) -------------
+    memory_budget_bytes: int = Field(
+        1_073_741_824, ge=268_435_456,
+        description="Memory the worker may use (its container limit): the default event, attendee and organiser "
+        "caps follow from it (docs/caps.md).",
+    )
+    max_events: int | None = Field(
+        None, ge=1, description="Most events one worker tracks; records of more are rejected. Unset: derived from "
+        "memory_budget_bytes.",
+    )
+    max_attendees_per_worker: int | None = Field(
+        None, ge=1, description="Most attendees one worker holds over all its events; records of more are rejected. "
+        "Unset: derived from memory_budget_bytes.",
+    )
     max_attendees_per_event: int = Field(
         250_000, ge=1, description="Most distinct attendees per event; records of more are rejected."
     )
     max_interactions_per_attendee: int = Field(
         20_000, ge=1, description="Most interactions kept per attendee and event; further ones are rejected."
     )
+    max_polls_per_attendee: int = Field(
+        64, ge=1, le=1000, description="Most distinct polls one attendee votes in per event; votes in more are rejected."
+    )
+    max_accounts_per_attendee: int = Field(
+        8, ge=1, le=100, description="Most distinct account ids per attendee and event; records naming more are "
+        "rejected.",
+    )
+    max_polls_per_event: int = Field(
+        256, ge=1, le=1000, description="Most distinct polls per event; votes in more are rejected."
+    )
+    max_key_accounts_bytes: int = Field(
+        262_144, ge=1024, le=524_288,
+        description="Most bytes (JSON-encoded) of an event's key accounts (at most 10,000 of them); a lifecycle "
+        "record naming more is applied without them and dead-lettered.",
+    )
     max_channels_per_event: int = Field(
-        20, ge=1, description="Most named registration channels reported per event; the rest are folded into `other`.",
+        20, ge=1, le=100,
+        description="Most named registration channels reported per event; the rest are folded into `other`.",
     )
     max_event_span_s: float = Field(
         3 * 86400.0, gt=0,
         description="Minute windows further than this before an event's newest are skipped (a forged or broken ts).",
     )
     max_organizers: int = Field(1_000, ge=1, description="Most organisers one worker keeps ROI ledgers for.")
+    max_opportunities_per_organizer: int = Field(
+        20_000, ge=1, description="Most CRM opportunities one organiser's ROI ledger holds; versions of more are "
+        "rejected.",
+    )
+    max_persons_per_organizer: int = Field(
+        40_000, ge=1, description="Most persons (leads of its events) one organiser's ROI ledger remembers; leads of "
+        "more are left out and their fact dead-lettered.",
+    )
+    max_opportunities_per_worker: int | None = Field(
+        None, ge=1, description="Most CRM opportunities one worker holds over all its ROI ledgers. Unset: derived "
+        "from memory_budget_bytes.",
+    )
+    max_persons_per_worker: int | None = Field(
+        None, ge=1, description="Most ROI persons one worker holds over all its ROI ledgers. Unset: derived from "
+        "memory_budget_bytes.",
+    )
     poison_attempts: int = Field(
         3, ge=1,
         description="A record the worker process died on this many times, alone in flight, is skipped and "
@@ -240,7 +327,11 @@ class Settings(BaseSettings):
         30, ge=0, description="How far CRM versions may arrive out of order; ROI state is kept this much longer."
     )
     # --- Gateway: `livepulse gateway` (docs/gateway.md) ------------------------------------
-    gateway_host: str = Field("0.0.0.0", description="Address the gateway's HTTP server binds to.")
+    gateway_host: str = Field(
+        "127.0.0.1",
+        description="Address the gateway's HTTP server binds to: this host only by default; the image, compose and "
+        "Kubernetes set 0.0.0.0.",
+    )
     gateway_port: int = Field(8080, ge=1, le=65535, description="Port of the gateway (API, beacon, webhooks, "
                               "/metrics and /health).")
     gateway_max_body_bytes: int = Field(
@@ -340,6 +431,15 @@ class Settings(BaseSettings):
     score: ScoreWeights = Field(default_factory=ScoreWeights, description="Engagement score weights.")
     grade: LeadGrades = Field(default_factory=LeadGrades, description="Lead grade thresholds.")
 
+    @model_validator(mode="after")
+    def _derived_caps(self) -> Settings:
+        """Caps left unset follow from the memory budget (docs/caps.md "Memory")."""
+        budget = derived_caps(self)
+        for name, value in budget.items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
+        return self
+
     @field_validator("broker")
     @classmethod
     def _broker_url(cls, value: str) -> str:
@@ -373,3 +473,17 @@ class Settings(BaseSettings):
         if self.sasl_password_file is not None:
             return self.sasl_password_file.read_text().strip()
         return self.sasl_password.get_secret_value() if self.sasl_password else None
+
+
+ENV_FILE_VAR = "LIVEPULSE_ENV_FILE"
+
+
+def env_file() -> Path | None:
+    """The env file LIVEPULSE_ENV_FILE names, or None; a name that is not a readable file is an error, not ignored."""
+    name = os.environ.get(ENV_FILE_VAR)
+    if not name:
+        return None
+    path = Path(name)
+    if not path.is_file():
+        raise ValueError(f"{ENV_FILE_VAR}={name}: no such file")
+    return path

@@ -352,6 +352,9 @@ def _metrics(event_id: str, ev: _Event, summary: dict, flat: list[tuple]) -> dic
     for t in TYPES:
         put("livepulse_interactions_total", summary["interactions"][t], type=t)
     put("livepulse_dwell_seconds_total", summary["total_dwell_seconds"])
+    put("livepulse_dwell_including_open_seconds", summary["total_dwell_seconds"])  # (every session is complete)
+    put("livepulse_event_info", 1, organizer_id=summary["organizer_id"] or "default")
+    put("livepulse_event_data_delay_seconds", 0)  # the final figures are out: nothing is late
     durations = [(dwell_end - start) / 1000 for _, start, dwell_end, _, _ in flat]  # every session is complete
     for bound in SESSION_BUCKETS:
         put("livepulse_session_duration_seconds_bucket", sum(d <= bound for d in durations), le=str(float(bound)))

@@ -187,8 +187,22 @@ def test_key_accounts_of_an_event_are_capped():
                for j in range(3)]
     s = SETTINGS.model_copy(update={"max_record_bytes": 1 << 20})
     got = run_records(records, s, wall_start=NOW_S, finish=False)
-    assert not got.dead_letters
+    # the first record's are kept; the two others are applied without theirs, and say so in the DLQ
+    assert dead_reasons(got) == ["cap_exceeded"] * 2
+    assert [d["source_offset"] for d in got.dead_letters] == [1, 2]
+    assert got.processor.counters.capped == {"key_accounts": 2}
     assert len(got.processor.events["ev"].key_accounts) == 10_000
+
+
+def test_key_accounts_of_an_event_are_capped_in_bytes():
+    long = [f"{i:05d}" + "k" * 250 for i in range(2000)]  # 2,000 x 258 bytes: about twice the byte cap
+    records = [raw(SETTINGS.topic_events, {"event_id": "ev", "type": "scheduled", "ts": T0, "key_accounts": long})]
+    s = SETTINGS.model_copy(update={"max_record_bytes": 1 << 20})
+    got = run_records(records, s, wall_start=NOW_S, finish=False)
+    assert dead_reasons(got) == ["cap_exceeded"] and "LIVEPULSE_MAX_KEY_ACCOUNTS_BYTES" in got.dead_letters[0]["error"]
+    held = got.processor.events["ev"].key_accounts
+    assert held == set(long[:len(held)]) and 900 < len(held) < 1100
+    assert len(orjson.dumps(sorted(held))) <= s.max_key_accounts_bytes
 
 
 def test_organisers_cap_dead_letters_facts_of_further_organisers():

@@ -138,6 +138,13 @@ def test_roi_of_simulated_organisers_equals_the_reference(seed, partitions, mode
         for name, amounts in (("livepulse_roi_pipeline_amount", r["pipeline"]), ("livepulse_roi_won_amount", r["won"])):
             for c, amount in amounts.items():
                 assert_same(shown.pop((name, ids + (("currency", c),))), amount, name)
+        for name, field in (("livepulse_roi_registrations", "registrations"),
+                            ("livepulse_roi_attendees", "unique_attendees"), ("livepulse_roi_mqls", "mqls")):
+            assert_same(shown.pop((name, ids)), float(r[field]), name)
+        days = max(r["attribution_days"], r["attribution_days_key_accounts"])
+        assert_same(shown.pop(("livepulse_roi_attribution_end_timestamp_seconds", ids)),
+                    r["ended_at"] / 1000 + days * 86_400, "attribution end")
+        assert shown.pop(("livepulse_roi_provisional", ids)) in (0.0, 1.0)
     assert not shown, f"series without a reference value: {sorted(shown)[:5]}"
     orgs = {r["organizer_id"] for r in want.values()}
     assert len(orgs) >= 2, "several organisers"
@@ -269,3 +276,70 @@ def test_roi_can_be_turned_off():
     got = run_records(kafka_records(arrivals, 1, rfc3339_rate=0), s, wall_start=NOW_S)
     assert set(got.summaries) == {"e1", "e2"} and got.roi_facts == [] and got.roi == {}
     assert got.processor.ledgers == {}
+
+
+def test_opportunity_and_person_caps_dead_letter_what_they_keep_out():
+    s = settings_for("last_touch").model_copy(update={"max_opportunities_per_organizer": 3,
+                                                      "max_opportunities_per_worker": 4})
+    versions = [opp(f"o{i}", "created", 1, 10, account_id="acme") for i in range(5)]
+    versions += [dict(opp(f"p{i}", "created", 1, 10, account_id="acme"), organizer_id="org-y") for i in range(3)]
+    versions.append(opp("o0", "won", 2, 10, account_id="acme"))  # a new version of a held one: applied
+    got = run_records(crm_records(versions, 1, random.Random(0)), s, wall_start=NOW_S, finish=False)
+    proc: Processor = got.processor
+    assert sorted(proc.ledgers["org-x"].opportunities) == ["o0", "o1", "o2"]
+    assert sorted(proc.ledgers["org-y"].opportunities) == ["p0"]  # the worker's 4th
+    assert proc.ledgers["org-x"].opportunities["o0"]["won"] is not None
+    assert proc.counters.capped == {"opportunities": 2, "worker_opportunities": 2}
+    assert [d["reason"] for d in got.dead_letters] == ["cap_exceeded"] * 4
+    assert "LIVEPULSE_MAX_OPPORTUNITIES_PER_ORGANIZER" in got.dead_letters[0]["error"]
+    assert proc.roi_budgets[0].held == 4
+
+
+def test_persons_cap_leaves_out_new_persons_of_a_lead_fact():
+    s = settings_for("last_touch").model_copy(update={"max_persons_per_organizer": 2})
+    arrivals = sorted(hand_case(), key=lambda a: a[1]["ts"])  # u1, u2, u3: three persons of org-x
+    got = run_records(kafka_records(arrivals, 1, rfc3339_rate=0), s, wall_start=NOW_S)
+    ledger = got.processor.ledgers["org-x"]
+    assert len(ledger.persons) == 2
+    letters = [d for d in got.dead_letters if d["reason"] == "cap_exceeded"]
+    assert letters and all(d["schema"] == "roi_fact" for d in letters)
+    assert "applied without 1 leads" in letters[0]["error"]
+    assert got.processor.counters.capped["persons"] == len(letters)
+
+
+def test_a_batch_recomputes_only_what_it_changed():
+    """One more opportunity for an organiser holding 2,000: one attribution computed, one event re-figured."""
+    roi_settings = settings_for("last_touch")
+    arrivals = sorted(hand_case(), key=lambda a: a[1]["ts"])
+    many = [opp(f"o{i}", "created", 1 + i / 1000, 100, attendee_id="u1") for i in range(2000)]
+    got = run_records(kafka_records(arrivals, 1, rfc3339_rate=0) + crm_records(many, 1, random.Random(0)),
+                      roi_settings, wall_start=NOW_S)
+    proc: Processor = got.processor
+    ledger = proc.ledgers["org-x"]
+    assert proc.roi_views["e2"]["opportunities"] == 2000
+    calls = {"attribute": 0, "figures": 0}
+    attribute, figures = ledger._attribute, ledger._figures
+
+    def counted(name, fn):
+        def wrapper(*args):
+            calls[name] += 1
+            return fn(*args)
+        return wrapper
+
+    ledger._attribute, ledger._figures = counted("attribute", attribute), counted("figures", figures)
+    one = crm_records([opp("extra", "won", 3, 50, attendee_id="u1")], 1, random.Random(0))
+    out = proc.process(one, NOW_S + 90_000.0)
+    assert calls == {"attribute": 1, "figures": 1}
+    (record,) = out.roi
+    assert record["event_id"] == "e2" and record["opportunities"] == 2001
+    assert record["pipeline"] == {"EUR": 2000 * 100.0 + 50.0} and record["won"] == {"EUR": 50.0}
+    # and a ledger rebuilt from the persisted state has the very same figures
+    fresh = Processor(roi_settings, partitions=1)
+    state = dict(got.state)
+    for _, key, value in out.state:
+        if value is None:
+            state.pop(key, None)
+        else:
+            state[key] = value
+    fresh.restore(0, [(k, v) for k, v in state.items() if k.startswith(b"#roi/")], NOW_S + 90_000.0)
+    assert fresh.ledgers["org-x"].figures() == {e: ev["roi"] for e, ev in ledger.events.items()}

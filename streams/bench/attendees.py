@@ -102,6 +102,8 @@ def run(broker: str, run_id: str, work: Path, logs: Path, *, attendees: int, eve
     per_event = -(-attendees // events)
     if per_event > Settings.model_fields["max_attendees_per_event"].default:  # the cap would reject the rest
         env["LIVEPULSE_MAX_ATTENDEES_PER_EVENT"] = str(per_event)
+    if attendees > Settings().max_attendees_per_worker:  # (the memory target is measured beyond the derived cap)
+        env["LIVEPULSE_MAX_ATTENDEES_PER_WORKER"] = str(attendees)
     worker = lp.Worker(broker, f"{run_id}-att", topics, work / "attendees-data", logs / "attendees" / "worker.log",
                        snapshot_interval_s=1.0, extra_env=env).start()
     try:

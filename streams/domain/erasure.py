@@ -12,10 +12,8 @@ they keep, and it is kept here, in one place, rather than spread over the classe
 
 from __future__ import annotations
 
-from streams.domain.event import ATTENDEE, ID_FIELDS, ID_RECORD_FIELDS, IDS, EventState
+from streams.domain.event import ATTENDEE, ID_FIELDS, ID_RECORD_FIELDS, IDS, EventState, split_ids
 from streams.domain.roi import Ledger
-
-IDS_PER_RECORD = 1000  # ids per rewritten ids record (~80 B each): records stay far below Kafka's 1 MiB
 
 
 def forget_attendee(ev: EventState, aid: str) -> list[tuple[int, object, object]] | None:
@@ -30,6 +28,8 @@ def forget_attendee(ev: EventState, aid: str) -> list[tuple[int, object, object]
     att = ev.attendees.pop(aid, None)
     if att is None:
         return None
+    if ev.budget is not None:
+        ev.budget.held -= 1
     ev._dirty.discard(aid)
     ev._touched.discard(aid)
     totals = ev.interaction_totals
@@ -57,9 +57,7 @@ def forget_attendee(ev: EventState, aid: str) -> list[tuple[int, object, object]
             flat += (ids[i], other, ids[i + 1], ids[i + 2], ids[i + 3])
     writes: list[tuple[int, object, object]] = []
     heap: list[tuple[int, int]] = []
-    step = IDS_PER_RECORD * ID_RECORD_FIELDS
-    for start in range(0, len(flat), step):
-        record = flat[start:start + step]
+    for record in split_ids(flat) if flat else ():  # (records of at most IDS_RECORD_BYTES: docs/caps.md)
         number = ev._next_id_record
         ev._next_id_record += 1
         writes.append((IDS, number, record))
@@ -84,11 +82,25 @@ def forget_person(ledger: Ledger, aid: str) -> list[str] | None:
     if person is None and not named:
         return None
     for oid in named:
-        ledger.opportunities[oid]["attendee_id"] = None
+        opp = ledger.opportunities[oid]
+        ledger._unindex_opportunity(oid, opp)
+        opp["attendee_id"] = None
+        ledger._index_opportunity(oid, opp)
+        ledger._stale_opps.add(oid)  # (re-attributed by the next changed(): roi.py "incremental")
         ledger.dirty.add(("o", oid))
     if person is None:
         return []
     ledger.dirty.add(("p", aid))
+    ledger._stale_persons.add(aid)  # (its lead counts and first event leave the figures)
+    if ledger.person_budget is not None:
+        ledger.person_budget.held -= 1
+    for event_id, (attended, _registered, _grade, person_accounts, _key) in person["events"].items():
+        members = ledger._event_persons.get(event_id)
+        if members is not None:
+            members.discard(aid)
+        if attended:
+            for account in person_accounts:  # what their accounts' events touched is re-attributed
+                ledger._stale_opps.update(ledger._opps_of_account.get(account, ()))
     # Accounts -> events someone of them attended: a union, rebuilt without the person.
     accounts: dict[str, set[str]] = {}
     for other in ledger.persons.values():

@@ -56,7 +56,21 @@ WINDOW_SLOT = {TYPE_INDEX[t]: i for i, t in enumerate(WINDOW_TYPES)}
 SESSION_BUCKETS = (30, 60, 120, 300, 600, 900, 1800, 2700, 3600, 5400, 7200)
 
 # Outcome of applying one interaction.
-APPLIED, LATE, DUPLICATE, REDELIVERED, CAPPED_ATTENDEES, CAPPED_INTERACTIONS = range(6)
+(APPLIED, LATE, DUPLICATE, REDELIVERED, CAPPED_ATTENDEES, CAPPED_INTERACTIONS, CAPPED_POLLS, CAPPED_ACCOUNTS,
+ CAPPED_EVENT_POLLS, CAPPED_WORKER_ATTENDEES) = range(10)
+# Most bytes of one ids record (JSON): well under Kafka's 1 MiB default max.message.bytes, whatever the ids hold.
+IDS_RECORD_BYTES = 512 * 1024
+MAX_KEY_ACCOUNTS = 10_000  # the schema's maxItems of one record's key_accounts; also the most an event keeps
+
+
+class Budget:
+    """A count shared by the events (or ledgers) of one worker, with its limit: a worker-wide cap."""
+
+    __slots__ = ("held", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.held = 0
+        self.limit = limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +86,11 @@ class Params:
     max_attendees: int = 250_000
     max_interactions: int = 20_000
     max_span_ms: int = 3 * 86_400_000
-    max_key_accounts: int = 10_000
+    max_key_accounts: int = MAX_KEY_ACCOUNTS
+    max_key_accounts_bytes: int = 262_144
+    max_polls: int = 64  # distinct polls per attendee
+    max_accounts: int = 8  # distinct account ids per attendee
+    max_polls_seen: int = 256  # distinct polls per event
     max_channels: int = 20
 
     @classmethod
@@ -88,6 +106,10 @@ class Params:
             max_attendees=s.max_attendees_per_event,
             max_interactions=s.max_interactions_per_attendee,
             max_span_ms=round(s.max_event_span_s * 1000),
+            max_key_accounts_bytes=s.max_key_accounts_bytes,
+            max_polls=s.max_polls_per_attendee,
+            max_accounts=s.max_accounts_per_attendee,
+            max_polls_seen=s.max_polls_per_event,
             max_channels=s.max_channels_per_event,
         )
 
@@ -269,7 +291,9 @@ class EventState:
         self.idle_ms = params.idle_ms  # the idle timeout of this event: NO_IDLE in join_leave presence
         self._rearm = False
         self.key_accounts: set[str] = set()
+        self.key_accounts_bytes = 0  # JSON bytes of key_accounts (capped: they go into the event record)
         self.polls_seen: set[str] = set()
+        self.budget: Budget | None = None  # the worker's attendee budget (the Processor sets it)
         self.late = 0
         self.duplicates = 0
         # Interactions by type index over all attendees, counted as they are applied (not persisted: the attendee
@@ -341,12 +365,30 @@ class EventState:
         # The attendee record may be newer than the event record (see the module docstring): a record at or
         # below the attendee's own offset is already in it, unless it was a duplicate of an id still held.
         redelivered = att is not None and 0 <= offset <= att.applied_upto(topic) and (seen is None or same)
+        p = self.p
         if att is None:
-            if len(self.attendees) >= self.p.max_attendees:
+            if len(self.attendees) >= p.max_attendees:
                 return CAPPED_ATTENDEES
+            if kind == POLL_VOTE and rec["poll_id"] not in self.polls_seen and len(self.polls_seen) >= p.max_polls_seen:
+                return CAPPED_EVENT_POLLS
+            budget = self.budget
+            if budget is not None:
+                if budget.held >= budget.limit:
+                    return CAPPED_WORKER_ATTENDEES
+                budget.held += 1
             att = self.attendees[aid] = Attendee()
-        elif not redelivered and sum(att.counts) >= self.p.max_interactions:  # bounds memory (and id scans)
-            return CAPPED_INTERACTIONS
+        elif not redelivered:
+            if sum(att.counts) >= p.max_interactions:  # bounds memory (and id scans)
+                return CAPPED_INTERACTIONS
+            # Collections that go into the attendee and event records: bounded so those records always fit.
+            if kind == POLL_VOTE and (poll := rec["poll_id"]) not in att.polls:
+                if poll not in self.polls_seen and len(self.polls_seen) >= p.max_polls_seen:
+                    return CAPPED_EVENT_POLLS
+                if len(att.polls) >= p.max_polls:
+                    return CAPPED_POLLS
+            account = rec.get("account_id")
+            if account is not None and len(att.accounts) >= p.max_accounts and account not in att.accounts:
+                return CAPPED_ACCOUNTS
         if seen is not None and not same:
             self.duplicates += 1
             return DUPLICATE
@@ -363,7 +405,7 @@ class EventState:
             self._touched.add(aid)
             if late:
                 self.late += 1
-        if kind == POLL_VOTE:
+        if kind == POLL_VOTE and len(self.polls_seen) < p.max_polls_seen:  # (a replay may find it full: see above)
             self.polls_seen.add(rec["poll_id"])
         if not late and kind != REGISTRATION:
             if offset < 0 or offset > self.window_applied.get(topic, -1):
@@ -402,8 +444,9 @@ class EventState:
         if account is not None and account not in att.accounts:
             att.accounts += (intern(account),)
 
-    def apply_lifecycle(self, rec: dict) -> None:
-        """Apply a decoded `scheduled` / `started` / `ended` record. Idempotent: replays change nothing."""
+    def apply_lifecycle(self, rec: dict) -> int:
+        """Apply a decoded `scheduled` / `started` / `ended` record. Idempotent: replays change nothing. Returns
+        how many of its new key accounts the caps left out (0: all applied)."""
         kind, ts = rec["type"], rec["ts"]
         for key in META_FIELDS:
             if key in rec:
@@ -411,9 +454,18 @@ class EventState:
         if self._presence_changed():
             self._touched.update(self.attendees)  # their unsettled presence folds by the new rule
             self._rearm = True  # back to heartbeat presence: open sessions need their idle timers again
-        if rec.get("key_accounts"):
-            room = self.p.max_key_accounts - len(self.key_accounts)  # a cap: lists are re-sent with each record
-            self.key_accounts.update(rec["key_accounts"][:max(0, room)])
+        left_out = 0
+        if rec.get("key_accounts"):  # capped in number and bytes: the event record and its ROI fact hold them
+            held, p = self.key_accounts, self.p
+            for account in rec["key_accounts"]:
+                if account in held:
+                    continue
+                size = json_size(account) + 1
+                if len(held) >= p.max_key_accounts or self.key_accounts_bytes + size > p.max_key_accounts_bytes:
+                    left_out += 1
+                    continue
+                held.add(account)
+                self.key_accounts_bytes += size
         if kind == "started":
             if self.started is None or ts < self.started:
                 self.started = ts
@@ -425,6 +477,7 @@ class EventState:
             self.ended = max(ts, watermark)
             self._touched.update(self.attendees)  # every open session closes at the end
         self._event_dirty = True
+        return left_out
 
     def _presence_changed(self) -> bool:
         """Take the presence mode from the metadata; True when it changed. A change applies to presence records not
@@ -736,7 +789,8 @@ class EventState:
 
     def roi_facts(self, summary: dict, leads: list[dict], chunk: int = 1000) -> list[dict]:
         """What the ROI ledger of this event's organiser needs: the event's figures, then its leads in chunks
-        (one record per lead would double the output volume; one record for 50,000 leads would be too big)."""
+        (one record per lead would double the output volume; one record for 50,000 leads would be too big: a
+        chunk holds at most `chunk` leads and IDS_RECORD_BYTES)."""
         meta = self.meta
         base = {"organizer_id": meta.get("organizer_id") or "default", "event_id": self.event_id}
         start = self.start_ts()
@@ -748,9 +802,20 @@ class EventState:
             **{k: summary[k] for k in ("registrations", "unique_attendees", "attendance_rate", "engagement_score",
                                        "mqls")},
         }
-        rows = [[x["attendee_id"], x["attended"], x["registered"], x["grade"],
-                 self.attendees[x["attendee_id"]].accounts, x["key_account"]] for x in leads]
-        return [event] + [base | {"fact": "leads", "leads": rows[i:i + chunk]} for i in range(0, len(rows), chunk)]
+        facts: list[dict] = [event]
+        rows: list[list] = []
+        size = 0
+        for x in leads:  # chunks of at most `chunk` leads and IDS_RECORD_BYTES (each lead bounded by json_size)
+            accounts = self.attendees[x["attendee_id"]].accounts
+            row_size = json_size(x["attendee_id"]) + sum(json_size(a) + 1 for a in accounts) + 40
+            if rows and (len(rows) >= chunk or size + row_size > IDS_RECORD_BYTES):
+                facts.append(base | {"fact": "leads", "leads": rows})
+                rows, size = [], 0
+            rows.append([x["attendee_id"], x["attended"], x["registered"], x["grade"], accounts, x["key_account"]])
+            size += row_size
+        if rows:
+            facts.append(base | {"fact": "leads", "leads": rows})
+        return facts
 
     def leads(self) -> list[dict]:
         p = self.p
@@ -815,11 +880,12 @@ class EventState:
         writes: list[tuple[int, object, object]] = []
         new_ids = self._new_ids
         if new_ids:
-            number = self._next_id_record
-            self._next_id_record += 1
             self._new_ids = []
-            writes.append((IDS, number, new_ids))
-            heapq.heappush(self._id_records, (max(new_ids[ID_RECORD_FIELDS - 1::ID_RECORD_FIELDS]), number))
+            for part in split_ids(new_ids):
+                number = self._next_id_record
+                self._next_id_record += 1
+                writes.append((IDS, number, part))
+                heapq.heappush(self._id_records, (max(part[ID_RECORD_FIELDS - 1::ID_RECORD_FIELDS]), number))
         owners = self._id_owner
         attendees = self.attendees
         for aid in sorted(dirty):
@@ -886,6 +952,7 @@ class EventState:
                         "session_sum_ms", "summary_done", "summary_wall"):
                 setattr(st, key, event[key])
             st.key_accounts = set(event["key_accounts"])
+            st.key_accounts_bytes = sum(json_size(a) + 1 for a in st.key_accounts)
             st.polls_seen = set(event["polls_seen"])
             st.window_counts = {int(k): v for k, v in event["window_counts"].items()}
             st.window_applied = {int(k): v for k, v in event["window_applied"].items()}
@@ -966,6 +1033,36 @@ _OPEN = 1 << 62
 META_FIELDS = ("title", "scheduled_start", "scheduled_end", "cost", "currency", "organizer_id", "attribution_days",
                "attribution_days_key_accounts", "presence", "channel_costs")
 _LEAD_TYPES = ("join", "leave", "heartbeat", "chat", "question", "poll_vote", "reaction", "cta_click")
+
+
+def json_size(text: str) -> int:
+    """An upper bound of the bytes of `text` as a JSON string: UTF-8, quotes, and 6 bytes per escaped character."""
+    size = len(text.encode()) + 2
+    if not text.isprintable() or '"' in text or "\\" in text:
+        size += 5 * sum(1 for c in text if c < " " or c in '"\\' or not c.isprintable())
+    return size
+
+
+def split_ids(flat: list) -> list[list]:
+    """A flat ids list (ID_RECORD_FIELDS per entry) in parts of at most IDS_RECORD_BYTES as JSON each.
+
+    Bounds per entry: each id and attendee id by json_size, the three integers (topic, offset, ts) by 20 digits
+    each, and the commas: counted once per entry, cheaply, because 10,000 entries can come in one batch."""
+    n = ID_RECORD_FIELDS
+    parts, start, size = [], 0, 2
+    for i in range(0, len(flat), n):
+        rid, aid = flat[i], flat[i + 1]
+        if (rid.isascii() and aid.isascii() and rid.isprintable() and aid.isprintable() and '"' not in rid
+                and '"' not in aid and "\\" not in rid and "\\" not in aid):
+            entry = len(rid) + len(aid) + 4 + 3 * 20 + 5
+        else:
+            entry = json_size(rid) + json_size(aid) + 3 * 20 + 5
+        if size + entry > IDS_RECORD_BYTES and i > start:
+            parts.append(flat[start:i])
+            start, size = i, 2
+        size += entry
+    parts.append(flat[start:])
+    return parts
 
 
 def _join_window(members: dict[int, set[str]], w: int, first: int | None, aid: str) -> None:

@@ -15,6 +15,7 @@ import click
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, disable_created_metrics, generate_latest
 
+from streams import logs
 from streams.gateway.auth import ApiKeys
 from streams.gateway.beacon import Collector, Cors
 from streams.gateway.errors import Refused, json_response, refusal_response
@@ -191,7 +192,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> None:
 
 @click.command("gateway")
 @click.option("--broker", help="Kafka bootstrap servers [env LIVEPULSE_BROKER].")
-@click.option("--host", help="Address to bind [env LIVEPULSE_GATEWAY_HOST, 0.0.0.0].")
+@click.option("--host", help="Address to bind [env LIVEPULSE_GATEWAY_HOST, 127.0.0.1].")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port [env LIVEPULSE_GATEWAY_PORT, 8080].")
 def gateway_command(broker: str | None, host: str | None, port: int | None) -> None:
     """Run the HTTP gateway: ingest API, browser beacon and Zoom webhooks to the input topics (docs/gateway.md)."""
@@ -205,7 +206,7 @@ def gateway_command(broker: str | None, host: str | None, port: int | None) -> N
         ZoomRoute(settings)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings, "%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def main() -> None:
         stop = asyncio.Event()

@@ -104,6 +104,8 @@ def _validator(kind: str) -> Any:
 
 def _explain(kind: str, obj: dict) -> Rejection:
     path, message = first_error(kind, obj) or ([], "invalid")
+    if path == ["currency"]:  # not the enum's 183 codes: what is wrong, in one line
+        message = f"{str(obj['currency'])[:16]!r} is not an ISO 4217 currency code"
     if path and path[0] in TIME_FIELDS[kind] and isinstance(obj.get(path[0]), str):
         return Rejection("bad_timestamp", f"$.{path[0]}: {obj[path[0]]!r} is not an RFC 3339 time with offset")
     return Rejection("schema_violation", f"{json_path(path)}: {message}"[:1000])

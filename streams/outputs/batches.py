@@ -17,6 +17,8 @@ from typing import Any
 
 from aiokafka.partitioner import murmur2
 
+from streams.outputs.fit import check
+
 # Largest batch we build. Kafka's default message.max.bytes is 1 MiB; stay well under it.
 MAX_BATCH_BYTES = 512 * 1024
 NO_HEADERS: list[tuple[str, bytes]] = []  # (aiokafka's record builder takes a list, never a tuple)
@@ -35,6 +37,7 @@ class Sent:
 @dataclass
 class BatchSender:
     producer: Any  # aiokafka.AIOKafkaProducer
+    max_message_bytes: int = 1_048_576  # a record over it is never sent (outputs/fit.py)
     _partitions: dict[str, list[int]] = field(default_factory=dict)
     _open: dict[tuple[str, int], Any] = field(default_factory=dict)  # (topic, partition) -> builder
     sent: list[Sent] = field(default_factory=list)
@@ -50,6 +53,9 @@ class BatchSender:
                headers: list[tuple[str, bytes]] = NO_HEADERS) -> bool:
         """Add a record to the open batch of (topic, partition) without awaiting anything; False when that batch
         is full (then `add` it: a coroutine per record cost more than the append itself, for thousands a poll)."""
+        big_value = value is not None and len(value) > self.max_message_bytes - 8192
+        if big_value or (key is not None and len(key) > 4096):  # (near the limit: count exactly)
+            check(topic, key, value, headers, self.max_message_bytes)
         tp = (topic, partition)
         builder = self._open.get(tp)
         if builder is None:

@@ -2,7 +2,9 @@
 
 A custom collector (rather than long-lived Gauge objects) means a worker stops exporting an event the moment
 its partition is revoked or the event expires: no stale series, nothing to unregister. Event series carry the
-label `event_id` only; attendee ids never appear anywhere in the exposition.
+label `event_id` (and `livepulse_event_info` the event's `organizer_id`, for joins); attendee ids never appear
+anywhere in the exposition. The worker's registry (worker_registry) adds prometheus_client's standard process,
+platform and GC collectors, so restarts, memory, CPU and file descriptors sit next to LivePulse's own figures.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
+from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 from prometheus_client.core import (
     CollectorRegistry,
     CounterMetricFamily,
@@ -19,8 +22,9 @@ from prometheus_client.core import (
 from prometheus_client.exposition import generate_latest
 
 from streams.domain.event import SESSION_BUCKETS, TYPES
+from streams.domain.roi import DEFAULT_ORGANIZER
 from streams.outputs.snapshots import SnapshotPacing
-from streams.processor import Processor
+from streams.processor import CAP_OF, Processor
 
 EVENT_GAUGES = (
     ("livepulse_attendees_current", "Attendees in the room now (event clock).", "attendees_current"),
@@ -45,6 +49,18 @@ COST_GAUGES = (
     ("livepulse_cost_per_attendee", "Event cost / unique attendees, in the cost's currency.", "cost_per_attendee"),
 )
 NO_CURRENCY = "XXX"  # ISO 4217 "no currency"
+# Every cap is exported from the start (at 0): a rate over a series that appears only on its first hit misses it.
+# Every cap label, exported at 0 from the start (an alert on a rate needs the series before the first hit).
+CAPS = tuple(sorted({"events", "organizers", "key_accounts", "opportunities", "persons", "worker_opportunities",
+                     "worker_persons", "person_events", *(entry[0] for entry in CAP_OF.values())}))
+DAY_S = 86_400
+# The ROI ledger's audience funnel of an ended event (kept as long as the ledger holds the event: the attribution
+# window, weeks, while the engagement-stage gauges above go LIVEPULSE_RETENTION_S after the summary).
+ROI_FUNNEL = (
+    ("livepulse_roi_registrations", "Distinct registrants of the event (the ROI ledger's copy).", "registrations"),
+    ("livepulse_roi_attendees", "Unique attendees of the event (the ROI ledger's copy).", "unique_attendees"),
+    ("livepulse_roi_mqls", "Marketing-qualified leads of the event (the ROI ledger's copy).", "mqls"),
+)
 
 
 BATCH_BUCKETS = (1, 10, 100, 500, 1000, 2000, 5000, 10000)
@@ -79,9 +95,19 @@ class ConsumerLag:
     high watermark minus the next offset to process, as the worker saw them after its last batch of that partition
     (it updates a partition once per batch, and forgets the partitions it no longer owns after a rebalance)."""
 
-    def __init__(self, topics: Iterable[str]) -> None:
+    def __init__(self, topics: Iterable[str], interaction_topics: Iterable[str] = ()) -> None:
         self.topics = tuple(sorted(topics))  # the label values: the input topics, every one always exported
         self.remaining: dict[tuple[str, int], int] = {}
+        self.last_read: dict[str, float] = {}  # topic -> wall time this worker last processed a record of it
+        self.interaction_topics = frozenset(interaction_topics)  # (whatever they are named: configurable)
+        self.last_interaction: float | None = None
+
+    def read(self, topic: str, wall: float) -> None:
+        """Records of `topic` were processed at wall time `wall` (once per partition and batch): a feed that stops
+        shows as a growing silence (alert LivePulseInputStalled)."""
+        self.last_read[topic] = wall
+        if topic in self.interaction_topics:
+            self.last_interaction = wall
 
     def update(self, topic: str, partition: int, highwater: int, next_offset: int) -> None:
         self.remaining[(topic, partition)] = max(0, highwater - next_offset)
@@ -98,13 +124,28 @@ class ConsumerLag:
         return totals
 
 
+class Ownership:
+    """The input partitions this worker owns and how many rebalances it went through (the worker updates it after
+    each recovery): a worker that owns nothing, or rebalances all the time, shows on the Pipeline dashboard."""
+
+    def __init__(self) -> None:
+        self.partitions = 0
+        self.rebalances = 0
+
+    def recovered(self, partitions: int) -> None:
+        self.partitions = partitions
+        self.rebalances += 1
+
+
 class LivePulseCollector:
     def __init__(self, processor: Processor, batch_sizes: BatchSizes | None = None,
-                 consumer_lag: ConsumerLag | None = None, snapshots: SnapshotPacing | None = None) -> None:
+                 consumer_lag: ConsumerLag | None = None, snapshots: SnapshotPacing | None = None,
+                 ownership: Ownership | None = None) -> None:
         self.processor = processor
         self.batch_sizes = batch_sizes
         self.consumer_lag = consumer_lag
         self.snapshots = snapshots
+        self.ownership = ownership
 
     def collect(self):
         proc = self.processor
@@ -115,6 +156,16 @@ class LivePulseCollector:
 
     def _event_metrics(self, proc: Processor):
         views = proc.views
+        now = time.time()
+        info = GaugeMetricFamily("livepulse_event_info", "1 per event held, with its organiser (join on event_id).",
+                                 labels=["event_id", "organizer_id"])
+        delay = GaugeMetricFamily(
+            "livepulse_event_data_delay_seconds",
+            "How far the event's figures are behind: wall clock minus the newest event time of its records while it "
+            "is live (it grows when the input stalls); 0 once its final summary is out.", labels=["event_id"])
+        dwell_all = GaugeMetricFamily(
+            "livepulse_dwell_including_open_seconds",
+            "Dwell of all attendees, open sessions included up to the snapshot's event time.", labels=["event_id"])
         gauges = {name: GaugeMetricFamily(name, doc, labels=["event_id"]) for name, doc, _ in EVENT_GAUGES}
         ratio = GaugeMetricFamily(
             "livepulse_attendance_ratio", "Registered attendees present / registrations.", labels=["event_id"]
@@ -153,6 +204,12 @@ class LivePulseCollector:
             if ev is None:
                 continue
             labels = [event_id]
+            info.add_metric([event_id, ev.meta.get("organizer_id") or DEFAULT_ORGANIZER], 1)
+            if ev.summary_done:
+                delay.add_metric(labels, 0.0)
+            elif ev.clock is not None:
+                delay.add_metric(labels, max(0.0, now - ev.clock / 1000))
+            dwell_all.add_metric(labels, view["total_dwell_seconds"])
             for name, _, field in EVENT_GAUGES:
                 gauges[name].add_metric(labels, view[field])
             for name, _, field in OPTIONAL_EVENT_GAUGES:
@@ -178,6 +235,7 @@ class LivePulseCollector:
             for field, family in scheduled.items():
                 if ev.meta.get(field) is not None:
                     family.add_metric(labels, ev.meta[field] / 1000)
+        yield from (info, delay, dwell_all)
         yield from gauges.values()
         yield from optional.values()
         yield from costs.values()
@@ -201,8 +259,27 @@ class LivePulseCollector:
                 ("livepulse_roi_won_amount", "Amount of attributed opportunities won within the window."),
             )
         }
+        funnel = {name: GaugeMetricFamily(name, doc, labels=labels) for name, doc, _ in ROI_FUNNEL}
+        window_end = GaugeMetricFamily(
+            "livepulse_roi_attribution_end_timestamp_seconds",
+            "End of the event's widest attribution window (key accounts' included): until then its figures are "
+            "provisional.", labels=labels)
+        provisional = GaugeMetricFamily(
+            "livepulse_roi_provisional",
+            "1 while the attribution window is open (by the wall clock and by the newest CRM time the ledger saw), "
+            "0 once the figures are final.", labels=labels)
+        now = time.time()
         for event_id, r in proc.roi_views.items():
             ids = [event_id, r["organizer_id"]]
+            for name, _, field in ROI_FUNNEL:
+                if r.get(field) is not None:
+                    funnel[name].add_metric(ids, r[field])
+            days = max(r.get("attribution_days") or 0, r.get("attribution_days_key_accounts") or 0)
+            end = r["ended_at"] / 1000 + days * DAY_S
+            window_end.add_metric(ids, end)
+            ledger = proc.ledgers.get(r["organizer_id"])
+            seen = max(now, ledger.clock / 1000) if ledger is not None else now
+            provisional.add_metric(ids, 1.0 if seen < end else 0.0)
             new_leads.add_metric(ids, r["new_leads"])
             opportunities.add_metric(ids, r["opportunities"])
             if r["roi"] is not None:
@@ -216,7 +293,7 @@ class LivePulseCollector:
                                   ("livepulse_roi_won_amount", r["won"])):
                 for cur, amount in sorted(amounts.items()):
                     money[name].add_metric([*ids, cur], amount)
-        yield from (new_leads, opportunities, ratio, *money.values())
+        yield from (new_leads, opportunities, ratio, *money.values(), *funnel.values(), window_end, provisional)
 
     def _pipeline_metrics(self, proc: Processor):
         c = proc.counters
@@ -232,11 +309,19 @@ class LivePulseCollector:
             "livepulse_records_capped", "Valid records rejected by a cap (also in rejected, reason cap_exceeded).",
             labels=["cap"],
         )
-        for cap, n in c.capped.items():
-            capped.add_metric([cap], n)
+        for cap in sorted({*CAPS, *c.capped}):
+            capped.add_metric([cap], c.capped.get(cap, 0))
+        oversized = CounterMetricFamily(
+            "livepulse_output_records_too_large",
+            "Output records over LIVEPULSE_MAX_MESSAGE_BYTES: trimmed (summaries) or replaced by a dead letter.",
+            labels=["topic"],
+        )
+        for topic, n in c.oversized.items():
+            oversized.add_metric([topic], n)
         yield processed
         yield rejected
         yield capped
+        yield oversized
         yield CounterMetricFamily("livepulse_events_abandoned", "Events dropped without an end after a long silence.",
                                   value=c.abandoned)
         yield CounterMetricFamily("livepulse_duplicates_dropped", "Duplicate interactions dropped.", value=c.duplicates)
@@ -279,6 +364,24 @@ class LivePulseCollector:
             for topic, n in self.consumer_lag.by_topic().items():
                 consumer_lag.add_metric([topic], n)
             yield consumer_lag
+            last_read = GaugeMetricFamily(
+                "livepulse_input_last_record_timestamp_seconds",
+                "Wall time this worker last processed a record of the input topic (absent until it has).",
+                labels=["topic"])
+            for topic, wall in sorted(self.consumer_lag.last_read.items()):
+                last_read.add_metric([topic], wall)
+            yield last_read
+            if self.consumer_lag.last_interaction is not None:
+                yield GaugeMetricFamily(
+                    "livepulse_input_last_interaction_timestamp_seconds",
+                    "Wall time this worker last processed an interaction record (interactions or rekeyed topic).",
+                    value=self.consumer_lag.last_interaction)
+        if self.ownership is not None:
+            yield GaugeMetricFamily("livepulse_partitions_owned", "Input partitions this worker owns (restored).",
+                                    value=self.ownership.partitions)
+            yield CounterMetricFamily("livepulse_rebalances",
+                                      "Partition assignments this worker recovered from since it started (the first one included).",
+                                      value=self.ownership.rebalances)
         if self.snapshots is not None:
             yield GaugeMetricFamily("livepulse_snapshot_round_seconds",
                                     "Time the last round of live snapshots took (grows with the attendees present).",
@@ -337,9 +440,26 @@ def channel_metrics(proc: Processor):
     yield from (ratio, grades, *costs.values())
 
 
+def worker_registry(collector: LivePulseCollector) -> CollectorRegistry:
+    """The registry of a worker's /metrics: LivePulse's collector and prometheus_client's standard process
+    (process_start_time_seconds, memory, CPU, open file descriptors), platform (python_info) and GC collectors --
+    not the global default registry, which libraries may fill with anything."""
+    # (collectors without names: ours describes nothing up front, so the ?name[] filter must still ask it)
+    registry = CollectorRegistry(auto_describe=False, support_collectors_without_names=True)
+    registry.register(collector)
+    for standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        registry.register(standard)
+    return registry
+
+
 def exposition(processor: Processor, batch_sizes: BatchSizes | None = None,
-               consumer_lag: ConsumerLag | None = None, snapshots: SnapshotPacing | None = None) -> bytes:
-    """The Prometheus text for /metrics (a fresh registry: only our collector, nothing global)."""
+               consumer_lag: ConsumerLag | None = None, snapshots: SnapshotPacing | None = None,
+               ownership: Ownership | None = None, *, standard: bool = False) -> bytes:
+    """The Prometheus text for /metrics (a fresh registry: our collector only, or with `standard` the worker's
+    whole registry, see worker_registry)."""
+    collector = LivePulseCollector(processor, batch_sizes, consumer_lag, snapshots, ownership)
+    if standard:
+        return generate_latest(worker_registry(collector))
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(LivePulseCollector(processor, batch_sizes, consumer_lag, snapshots))
+    registry.register(collector)
     return generate_latest(registry)

@@ -40,13 +40,18 @@ class StateTable(faust.Table):
 
     on_recovered: Callable[[set[int]], Awaitable[None]] | None = None
     fence: ReplayFence | None = None
+    # (self.__dict__["read_through"]: partition -> the highest changelog offset recovery has read, applied or
+    # dropped, into the local store; see PartitionedStore.read_end)
 
     def apply_changelog_batch(self, batch: Any) -> None:
+        events = list(batch)
+        read = self.__dict__.setdefault("read_through", {})
+        for event in events:  # (in offset order per partition)
+            read[event.message.partition] = event.message.offset
         fence = self.fence
         if fence is None:
-            super().apply_changelog_batch(batch)
+            super().apply_changelog_batch(events)
             return
-        events = list(batch)
         admit = fence.admit
         epochs: dict[Any, int] = {}  # header list -> epoch (a batch of one owner shares a few header values)
         admitted = []
@@ -136,6 +141,19 @@ class PartitionedStore:
         store, key = self._store, marker_key(partition)
         value = store._db_for_partition(partition).get(key) if self._rocksdb() else store.data.get(key)
         return int(value) if value is not None else 0
+
+    def read_end(self, partition: int) -> int:
+        """The offset after the last changelog record the local store holds for `partition`: what recoveries read
+        into it, or (RocksDB) what its files held already."""
+        read = self.table.__dict__.get("read_through", {}).get(partition, -1)
+        persisted = self._store.persisted_offset(TP(self.changelog, partition))
+        return max(read, persisted if persisted is not None else -1) + 1
+
+    def unread(self, partitions: set[int]) -> dict[int, tuple[int, int]]:
+        """Partitions whose recovery was reported complete before it read to the end: {p: (read to, end)}.
+        A rebalance in the middle of a recovery can do that (the recovery then goes on in the background)."""
+        ends = {p: (self.read_end(p), self.restored_end(p)) for p in partitions}
+        return {p: (read, end) for p, (read, end) in ends.items() if read < end}
 
     def restored_end(self, partition: int) -> int:
         """The offset after the last changelog record the recovery that just ended read for `partition`."""
@@ -244,6 +262,9 @@ class PartitionedStore:
             self.last_written.pop(partition, None)
         if self._rocksdb():
             return
+        read = self.table.__dict__.get("read_through", {})
+        for partition in partitions:
+            read.pop(partition, None)  # (dropped below: a later recovery reads it from the beginning)
         store = self._store
         for key, p in list(store._key_partition.items()):
             if p in partitions:

@@ -40,6 +40,7 @@ RULES = DEPLOY / "prometheus" / "rules" / "livepulse.rules.yml"
 K8S = DEPLOY / "k8s"
 PROMETHEUSRULE = K8S / "prometheusrule.yaml"
 SECRET_EXAMPLE = K8S / "secret.example.yaml"
+NETWORKPOLICY = K8S / "networkpolicy.yaml"
 
 K8S_VERSION = "1.30"  # the oldest Kubernetes the manifests are checked against
 CRDS = {("monitoring.coreos.com/v1", "PodMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
@@ -322,7 +323,9 @@ def test_manifests_validate_against_the_kubernetes_schemas():
                 continue
             k8s_validate(doc)
             checked += 1
-    assert checked == 7  # Namespace, ConfigMap, Service, StatefulSet, Secret; the gateway's Deployment and Service
+    # Namespace, ConfigMap, Service, StatefulSet, Secret, NetworkPolicy; the gateway's Deployment, Service and
+    # NetworkPolicy
+    assert checked == 9
 
 
 def test_kubernetes_schema_check_rejects_broken_manifests():
@@ -362,7 +365,43 @@ def test_configmap_holds_valid_livepulse_settings():
     # The values parse as Settings (types, literals, the broker URL form).
     Settings(**{key.removeprefix("LIVEPULSE_").lower(): value for key, value in data.items()})
     assert not {"LIVEPULSE_SASL_PASSWORD", "LIVEPULSE_SASL_USERNAME"} & set(data), "secrets belong in the Secret"
-    assert set(load(SECRET_EXAMPLE)["stringData"]) <= SETTING_VARS
+    # the pods bind every interface (the settings' default is 127.0.0.1); networkpolicy.yaml limits who connects
+    assert data["LIVEPULSE_WEB_HOST"] == data["LIVEPULSE_GATEWAY_HOST"] == "0.0.0.0"
+    assert set(load(SECRET_EXAMPLE)["stringData"]) == {"sasl-username", "sasl-password"}
+
+
+def pod_env(container: dict) -> dict[str, dict]:
+    """name -> the env entry without its name (value or valueFrom)."""
+    return {e["name"]: {k: v for k, v in e.items() if k != "name"} for e in container["env"]}
+
+
+def assert_sasl_password_is_a_mounted_file(pod: dict, container: dict) -> None:
+    """The Kafka Secret of secret.example.yaml: user name as a variable, password as a read-only file that
+    LIVEPULSE_SASL_PASSWORD_FILE names; the password is never an environment variable."""
+    secret = load(SECRET_EXAMPLE)
+    env = pod_env(container)
+    assert env["LIVEPULSE_SASL_USERNAME"] == {"valueFrom": {"secretKeyRef": {
+        "name": secret["metadata"]["name"], "key": "sasl-username", "optional": True}}}
+    assert "LIVEPULSE_SASL_PASSWORD" not in env
+    assert all(next(iter(ref)) != "secretRef" or ref["secretRef"]["name"] != secret["metadata"]["name"]
+               for ref in container["envFrom"]), "the whole Kafka Secret as variables would expose the password"
+    path = Path(env["LIVEPULSE_SASL_PASSWORD_FILE"]["value"])
+    [volume] = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == secret["metadata"]["name"]]
+    assert volume["secret"]["optional"] is True, "PLAINTEXT clusters have no Secret"
+    assert volume["secret"]["items"] == [{"key": "sasl-password", "path": path.name}]
+    assert "sasl-password" in secret["stringData"]
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount["readOnly"] is True and Path(mount["mountPath"]) == path.parent
+    assert mount["mountPath"] != DATA_DIR
+    # the file setting is a real setting, read as the password
+    assert "LIVEPULSE_SASL_PASSWORD_FILE" in SETTING_VARS
+
+
+def test_sasl_password_file_setting_reads_the_mounted_file(tmp_path):
+    (tmp_path / "sasl-password").write_text("from-the-secret\n")  # kubectl create secret --from-file keeps newlines
+    settings = Settings(security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-512", sasl_username="livepulse",
+                        sasl_password_file=tmp_path / "sasl-password")
+    assert settings.sasl_password_value() == "from-the-secret"
 
 
 def test_statefulset_runs_scalable_non_root_workers_with_their_own_state():
@@ -385,10 +424,10 @@ def test_statefulset_runs_scalable_non_root_workers_with_their_own_state():
         assert container[probe]["httpGet"] == {"path": "/health", "port": "metrics"}, probe
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
     assert {"cpu", "memory"} <= set(container["resources"]["limits"])
-    # env: the ConfigMap, and the (optional) Secret of secret.example.yaml
+    # env: the ConfigMap, and the (optional) Secret of secret.example.yaml with the password as a file
     refs = {next(iter(ref)): ref[next(iter(ref))] for ref in container["envFrom"]}
     assert refs["configMapRef"]["name"] == configmap["metadata"]["name"]
-    assert refs["secretRef"] == {"name": load(SECRET_EXAMPLE)["metadata"]["name"], "optional": True}
+    assert_sasl_password_is_a_mounted_file(pod, container)
     # non-root, as the image's user
     uid = int(dockerfile_value("USER").split(":")[0])
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -417,7 +456,7 @@ def test_podmonitor_scrapes_the_worker_pods_as_job_livepulse():
 
 def test_gateway_deployment_service_and_podmonitor():
     gw = objects("gateway")
-    assert sorted(gw) == ["Deployment", "PodMonitor", "Service"]
+    assert sorted(gw) == ["Deployment", "NetworkPolicy", "PodMonitor", "Service"]
     deployment, service, podmonitor = gw["Deployment"], gw["Service"], gw["PodMonitor"]
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert labels["app.kubernetes.io/component"] == "gateway" and deployment["spec"]["replicas"] >= 2
@@ -426,10 +465,12 @@ def test_gateway_deployment_service_and_podmonitor():
     [container] = pod["containers"]
     assert container["args"] == ["gateway"]
     assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": int(GATEWAY_PORT)}
-    assert {e["name"]: e["value"] for e in container["env"]} == {"LIVEPULSE_GATEWAY_PORT": GATEWAY_PORT}
+    assert pod_env(container)["LIVEPULSE_GATEWAY_PORT"] == {"value": GATEWAY_PORT}
+    assert set(pod_env(container)) <= SETTING_VARS
     refs = {next(iter(ref)): ref[next(iter(ref))] for ref in container["envFrom"]}
     assert refs["configMapRef"]["name"] == objects()["ConfigMap"]["metadata"]["name"]
     assert refs["secretRef"] == {"name": "livepulse-gateway", "optional": True}
+    assert_sasl_password_is_a_mounted_file(pod, container)  # the gateway talks to the same Kafka
     # ready only while Kafka acknowledges; alive while it answers at all (an outage must not restart gateways)
     assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
     assert container["livenessProbe"]["tcpSocket"] == {"port": "http"}
@@ -447,6 +488,86 @@ def test_gateway_deployment_service_and_podmonitor():
     [endpoint] = podmonitor["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == "http" and endpoint["path"] == "/metrics"
     assert {"action": "replace", "targetLabel": "job", "replacement": "livepulse-gateway"} in endpoint["relabelings"]
+
+
+PROMETHEUS_PEER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+                   "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}}}
+INGRESS_PEER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "ingress-nginx"}}}
+
+
+def admitted(policy: dict, pod_labels: dict, peer: dict, port: int, container: dict) -> bool:
+    """Whether `policy` lets a client pod (peer: its namespace's and its own labels) reach `port` of a pod with
+    `pod_labels`: NetworkPolicy semantics for the selector forms used here (matchLabels; a peer with both
+    selectors matches when both do; named ports resolve through the container's ports)."""
+    if not policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items():
+        return True  # not selected: this policy does not restrict the pod
+    names = {p["name"]: p["containerPort"] for p in container["ports"]}
+    for rule in policy["spec"].get("ingress", []):
+        ports = {names.get(p["port"], p["port"]) for p in rule.get("ports", [])}
+        if ports and port not in ports:
+            continue
+        for allowed in rule.get("from", []):
+            if all(allowed[k]["matchLabels"].items() <= peer[k].items() for k in allowed):
+                return True
+    return False
+
+
+def test_networkpolicies_admit_the_worker_port_from_prometheus_and_the_gateway_from_the_ingress():
+    assert NETWORKPOLICY.name in kustomization()["resources"]
+    worker_policy, gateway_policy = objects()["NetworkPolicy"], objects("gateway")["NetworkPolicy"]
+    statefulset, deployment = objects()["StatefulSet"], objects("gateway")["Deployment"]
+    worker_pod = statefulset["spec"]["template"]
+    gateway_pod = deployment["spec"]["template"]
+    [worker] = worker_pod["spec"]["containers"]
+    [gateway] = gateway_pod["spec"]["containers"]
+    for policy in (worker_policy, gateway_policy):
+        assert policy["apiVersion"] == "networking.k8s.io/v1" and policy["spec"]["policyTypes"] == ["Ingress"]
+    stranger = {"namespaceSelector": {"kubernetes.io/metadata.name": "default"}, "podSelector": {"app": "x"}}
+    prometheus = {k: v["matchLabels"] for k, v in PROMETHEUS_PEER.items()}
+    ingress = {k: v["matchLabels"] for k, v in INGRESS_PEER.items()}
+    # a pod labelled prometheus in another namespace is not Prometheus
+    impostor = {"namespaceSelector": stranger["namespaceSelector"], "podSelector": prometheus["podSelector"]}
+    w_labels, g_labels = worker_pod["metadata"]["labels"], gateway_pod["metadata"]["labels"]
+    assert admitted(worker_policy, w_labels, prometheus, WEB_PORT, worker)
+    assert not admitted(worker_policy, w_labels, ingress, WEB_PORT, worker)
+    assert not admitted(worker_policy, w_labels, stranger, WEB_PORT, worker)
+    assert not admitted(worker_policy, w_labels, impostor, WEB_PORT, worker)
+    assert not admitted(worker_policy, w_labels, prometheus, 22, worker)
+    port = int(GATEWAY_PORT)
+    assert admitted(gateway_policy, g_labels, ingress, port, gateway)
+    assert admitted(gateway_policy, g_labels, prometheus, port, gateway)  # /metrics is on the same port
+    assert not admitted(gateway_policy, g_labels, stranger, port, gateway)
+    assert not admitted(gateway_policy, g_labels, impostor, port, gateway)
+    # the worker policy does not select gateway pods and the other way round
+    assert not worker_policy["spec"]["podSelector"]["matchLabels"].items() <= g_labels.items()
+    assert not gateway_policy["spec"]["podSelector"]["matchLabels"].items() <= w_labels.items()
+    # the selectors are the documented ones
+    assert worker_policy["spec"]["ingress"] == [{"from": [PROMETHEUS_PEER], "ports": [
+        {"port": "metrics", "protocol": "TCP"}]}]
+    docs = (ROOT / "docs" / "security.md").read_text()
+    assert "kubernetes.io/metadata.name: monitoring" in NETWORKPOLICY.read_text()
+    assert "app.kubernetes.io/name=prometheus" in docs and "ingress-nginx" in docs
+
+
+def test_the_networkpolicy_check_rejects_an_open_policy():
+    policy = yaml.safe_load(yaml.safe_dump(objects()["NetworkPolicy"]))
+    pod = objects()["StatefulSet"]["spec"]["template"]
+    [worker] = pod["spec"]["containers"]
+    stranger = {"namespaceSelector": {"kubernetes.io/metadata.name": "default"}, "podSelector": {"app": "x"}}
+    policy["spec"]["ingress"][0]["from"].append({"namespaceSelector": {"matchLabels": {}}})  # every namespace
+    assert admitted(policy, pod["metadata"]["labels"], stranger, WEB_PORT, worker)
+
+
+def test_processes_bind_loopback_by_default_and_every_interface_in_the_image():
+    assert Settings.model_fields["web_host"].default == "127.0.0.1"
+    assert Settings.model_fields["gateway_host"].default == "127.0.0.1"
+    final = instructions()[max(n for n, i in enumerate(instructions()) if i.cmd == "FROM"):]
+    env = dict(zip(*[iter(sum((i.value for i in final if i.cmd == "ENV"), ()))] * 2))
+    assert env["LIVEPULSE_WEB_HOST"] == env["LIVEPULSE_GATEWAY_HOST"] == "0.0.0.0"
+    svc = services()
+    assert svc["worker"]["environment"]["LIVEPULSE_WEB_HOST"] == "0.0.0.0"
+    assert svc["gateway"]["environment"]["LIVEPULSE_GATEWAY_HOST"] == "0.0.0.0"
 
 
 def test_kubernetes_schema_check_rejects_a_broken_gateway_deployment():
@@ -554,10 +675,10 @@ def test_hadolint_rejects_a_careless_dockerfile(tmp_path):
 def test_copy_sources_exist_and_are_in_the_build_context():
     assert copy_problems(dockerignore_patterns()) == []
     context = context_files(dockerignore_patterns())
-    assert {"pyproject.toml", "README.md", "streams", "schemas"} <= context
+    needed = {"pyproject.toml", "README.md", "streams", "schemas", "requirements.lock", "requirements-build.lock"}
+    assert needed <= context
     # the Dockerfile itself is always sent (docker-py lists it as an exception, as the builders do)
-    leaked = {p.split("/")[0] for p in context - {"deploy", "deploy/Dockerfile"}} - {
-        "pyproject.toml", "README.md", "streams", "schemas"}
+    leaked = {p.split("/")[0] for p in context - {"deploy", "deploy/Dockerfile"}} - needed
     assert not leaked, f"sent to the builder but not needed: {leaked}"
     assert not any("__pycache__" in p for p in context)
     assert not (ROOT / ".dockerignore").exists(), "BuildKit would prefer deploy/Dockerfile.dockerignore anyway"
@@ -572,12 +693,17 @@ def test_image_contract():
     cmds = instructions()
     stages = [i.value for i in cmds if i.cmd == "FROM"]
     base = build_args()["PYTHON_IMAGE"]
-    assert base == "python:3.12-slim"
+    # a tag, optionally pinned by digest as well (docs/security.md "Images: tags and digests")
+    assert re.fullmatch(r"python:3\.12-slim(@sha256:[0-9a-f]{64})?", base), base
     assert len(stages) >= 2 and all(s[0] == "${PYTHON_IMAGE}" for s in stages), "multi-stage on the one base"
     final = cmds[max(n for n, i in enumerate(cmds) if i.cmd == "FROM"):]
     installs = [i for i in final if i.cmd == "RUN" and "pip install" in i.value[0]]
     assert len(installs) == 1 and "livepulse-*.whl" in installs[0].value[0]
     assert "[" not in installs[0].value[0], "no extras (test, dashboards, report) in the image"
+    # the locked dependencies, hash-checked and offline, then the package without resolving anything
+    deps, package = installs[0].value[0].split("&&")
+    assert "--require-hashes -r /wheels/requirements.lock" in deps and "--no-index" in deps
+    assert "--no-deps" in package and "--no-index" in package
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     entry = [i for i in final if i.cmd == "ENTRYPOINT"][-1]
     assert entry.json and list(entry.value) == ["livepulse"] and "livepulse" in scripts

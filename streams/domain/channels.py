@@ -6,9 +6,10 @@ snapshot's and summary's `channels` (docs/semantics.md "Figures per registration
 tests/ computes the same rows independently.
 
 Channel labels come from the sources (a registration's `channel`, at most 64 characters), so their number is
-bounded here: the `max_channels` named channels with the most registrations are kept and the rest are folded into
-`other` (channels with a cost in the event's `channel_costs` are kept first); `walk_in` (attendees without a registration) and `unknown` (registrations without a channel) are always
-rows of their own. That also bounds the `channel` label of the per-channel Prometheus series.
+bounded here: the `max_channels` named channels with the most registrations are kept (those with a cost in the
+event's `channel_costs` first) and the rest are folded into `other`; `walk_in` (attendees without a registration)
+and `unknown` (registrations without a channel) are always rows of their own. That also bounds the `channel` label
+of the per-channel Prometheus series.
 """
 
 from __future__ import annotations

@@ -45,6 +45,19 @@ def _marketing(s: dict) -> str:
             f"  key accounts covered {s['key_accounts_covered']}/{s['key_accounts_targeted']}")
 
 
+def _channels(s: dict) -> list[str]:
+    cur = s.get("currency") or ""
+    lines = []
+    for c in s.get("channels", ()):
+        rate = c["attendance_rate"]
+        per_mql = f"{c['cost_per_mql']:.2f} {cur}" if c["cost_per_mql"] is not None else "-"
+        lines.append(f"{c['channel']:<12} reg {c['registrations']:>5}  attended {c['attendees']:>5}"
+                     f"  rate {('%.0f%%' % (rate * 100)) if rate is not None else '  - ':>4}"
+                     f"  dwell avg {c['avg_dwell_seconds'] / 60:5.1f} min  score {c['engagement_score']:5.1f}"
+                     f"  MQLs {c['mqls']:>4}  cost/MQL {per_mql}")
+    return lines
+
+
 async def _watch(settings: Settings, until_summaries: int, timeout: float) -> list[dict]:
     from aiokafka import AIOKafkaConsumer
 
@@ -65,6 +78,8 @@ async def _watch(settings: Settings, until_summaries: int, timeout: float) -> li
                         summaries.append(msg)
                         click.echo("SUMMARY  " + _line(msg))
                         click.echo("         " + _marketing(msg))
+                        for line in _channels(msg):
+                            click.echo("  by channel  " + line)
                     else:
                         click.echo("live     " + _line(msg))
     finally:

@@ -273,6 +273,10 @@ class Settings(BaseSettings):
         description="Most bytes (JSON-encoded) of an event's key accounts (at most 10,000 of them); a lifecycle "
         "record naming more is applied without them and dead-lettered.",
     )
+    max_channels_per_event: int = Field(
+        20, ge=1, le=100,
+        description="Most named registration channels reported per event; the rest are folded into `other`.",
+    )
     max_event_span_s: float = Field(
         3 * 86400.0, gt=0,
         description="Minute windows further than this before an event's newest are skipped (a forged or broken ts).",

@@ -33,13 +33,14 @@ class Params:
     drop_ratio: float = 0.1
     weights: tuple = (40.0, 15.0, 15.0, 15.0, 15.0)  # dwell, chat, question, poll, cta
     grades: tuple = (70.0, 50.0, 25.0)  # lowest score of A, B, C
+    max_channels: int = 20  # named registration channels per event; the rest are `other`
 
     @classmethod
     def from_settings(cls, s) -> Params:
         w = s.score
         return cls(int(s.idle_timeout_s * 1000), int(s.allowed_lateness_s * 1000), int(s.dedup_horizon_s * 1000),
                    s.drop_off_minute_ratio, (w.dwell, w.chat, w.question, w.poll, w.cta),
-                   (s.grade.a, s.grade.b, s.grade.c))
+                   (s.grade.a, s.grade.b, s.grade.c), s.max_channels_per_event)
 
 
 @dataclass
@@ -80,7 +81,8 @@ def classify(arrivals: list[tuple[str, dict]], p: Params) -> dict[str, _Event]:
             ev.scheduled.update({k: rec[k] for k in ("scheduled_start", "scheduled_end") if k in rec})
             ev.key_accounts |= set(rec.get("key_accounts") or ())
             ev.meta.update({k: rec[k] for k in ("cost", "currency", "organizer_id", "attribution_days",
-                                                 "attribution_days_key_accounts", "presence") if k in rec})
+                                                 "attribution_days_key_accounts", "presence", "channel_costs")
+                            if k in rec})
             if rec["type"] == "started":
                 ev.started = rec["ts"] if ev.started is None else min(ev.started, rec["ts"])
             elif rec["type"] == "ended" and ev.ended is None:
@@ -260,6 +262,7 @@ def _result(event_id: str, ev: _Event, p: Params) -> EventResult:
              "drop_off_ratio": m["drop_off_ratio"]}
             for m in minutes if m["attendees_start"] > 0 and m["drop_off_ratio"] >= p.drop_ratio
         ],
+        "channels": _channels(leads, ev.meta.get("channel_costs") or {}, p),
     }
     roi = {"start": start if start is not None else end, "key_accounts": set(ev.key_accounts),
            "accounts": {x["attendee_id"]: x["_accounts"] for x in leads}, **ev.meta}
@@ -269,6 +272,49 @@ def _result(event_id: str, ev: _Event, p: Params) -> EventResult:
                          duplicates=ev.duplicates, roi=roi)
     result.metrics = _metrics(event_id, ev, summary, flat)
     return result
+
+
+def _channels(leads: list[dict], costs: dict, p: Params) -> list[dict]:
+    """Figures per registration channel, straight from the leads (every attendee who registered or did anything);
+    every channel with a cost has a row."""
+    def row_of(x: dict) -> str:
+        return "walk_in" if not x["registered"] else x["channel"] if x["channel"] else "unknown"
+
+    named = ({row_of(x) for x in leads} | set(costs)) - {"walk_in", "unknown", "other"}
+    registrations = {c: sum(1 for x in leads if x["registered"] and row_of(x) == c) for c in named}
+    kept = sorted(named, key=lambda c: (c not in costs, -registrations[c], c))[:p.max_channels]
+    groups: dict[str, list] = {c: [] for c in set(costs) if c in kept or c in ("walk_in", "unknown", "other")}
+    groups = defaultdict(list, groups)
+    if len(named) > len(kept):
+        groups.setdefault("other", [])  # folding makes the row, even when no lead came through those channels
+    for x in leads:
+        c = row_of(x)
+        groups[c if c in kept or c in ("walk_in", "unknown", "other") else "other"].append(x)
+    out = []
+    for c in sorted(groups):
+        members = groups[c]
+        registered = [x for x in members if x["registered"]]
+        present = [x for x in members if x["attended"]]
+        grades = {g: sum(1 for x in members if x["grade"] == g) for g in "ABCD"}
+        out.append({
+            "channel": c,
+            "registrations": len(registered),
+            "attendees": len(present),
+            "attendance_rate": sum(x["attended"] for x in registered) / len(registered) if registered else None,
+            "avg_dwell_seconds": sum(x["_dwell_ms"] for x in present) / 1000 / len(present) if present else 0.0,
+            "engagement_score": sum(x["engagement_score"] for x in present) / len(present) if present else 0.0,
+            "leads_by_grade": grades,
+            "mqls": grades["A"] + grades["B"],
+        })
+        cost = costs.get(c)
+        mqls = grades["A"] + grades["B"]
+        out[-1].update({
+            "cost": cost,
+            "cost_per_registration": cost / len(registered) if cost is not None and registered else None,
+            "cost_per_attendee": cost / len(present) if cost is not None and present else None,
+            "cost_per_mql": cost / mqls if cost is not None and mqls else None,
+        })
+    return out
 
 
 def _metrics(event_id: str, ev: _Event, summary: dict, flat: list[tuple]) -> dict:
@@ -292,6 +338,17 @@ def _metrics(event_id: str, ev: _Event, summary: dict, flat: list[tuple]) -> dic
             put(f"livepulse_{name}", summary[name], currency=summary["currency"] or "XXX")
     for grade, n in summary["leads_by_grade"].items():
         put("livepulse_leads", n, grade=grade)
+    for row in summary["channels"]:
+        channel = row["channel"]
+        for name in ("registrations", "attendees", "avg_dwell_seconds", "engagement_score", "mqls"):
+            put(f"livepulse_channel_{name}", row[name], channel=channel)
+        if row["attendance_rate"] is not None:
+            put("livepulse_channel_attendance_ratio", row["attendance_rate"], channel=channel)
+        for grade, n in row["leads_by_grade"].items():
+            put("livepulse_channel_leads", n, channel=channel, grade=grade)
+        for name in ("cost_per_registration", "cost_per_attendee", "cost_per_mql"):
+            if row[name] is not None:
+                put(f"livepulse_channel_{name}", row[name], channel=channel, currency=summary["currency"] or "XXX")
     for t in TYPES:
         put("livepulse_interactions_total", summary["interactions"][t], type=t)
     put("livepulse_dwell_seconds_total", summary["total_dwell_seconds"])

@@ -6,6 +6,7 @@ with redelivery."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +17,7 @@ from streams.ingest.decode import Rejection, decode_event, decode_interaction
 from streams.outputs.metrics import exposition
 from streams.partitioning import partition_for
 from streams.processor import Processor, RawRecord, event_of_key
+from streams.settings import Settings
 from streams.testing import Collected, run_records
 from tests.reference import Params, assert_same, classify, reference
 from tests.webinars import NOW_S, SETTINGS, T0, TOPIC, Case, Shape, arrival, deliver, scenario, webinar
@@ -200,6 +202,16 @@ def _edge_cases() -> dict[str, Case]:
     c["channel from the first registration that has one"] = (Case().i("a", "registration", -100)
                                                              .i("a", "registration", -50, channel="partner")
                                                              .i("a", "join", 0).life("ended", 100))
+    c["channels: empty and reserved names, chat-only walk-in"] = (
+        Case().i("a", "registration", -100, channel="").i("b", "registration", -90, channel="other")
+        .i("c", "registration", -80, channel="walk_in").i("d", "registration", -70, channel="email")
+        .i("a", "join", 0).i("c", "join", 1).i("d", "join", 2).i("d", "chat", 3).i("e", "chat", 4)
+        .i("f", "join", 5).i("f", "leave", 50).life("ended", 100))
+    c["channel costs: the last given replace the earlier"] = (
+        Case().life("scheduled", -86400, cost=900, currency="USD", channel_costs={"email": 100, "ads": 40})
+        .i("a", "registration", -100, channel="email").i("b", "registration", -90, channel="partner")
+        .i("a", "join", 0).i("b", "join", 1).i("c", "join", 2)
+        .life("started", 3, channel_costs={"partner": 50.5, "walk_in": 0, "other": 7}).life("ended", 100))
     return c
 
 
@@ -323,6 +335,28 @@ def test_restart_from_persisted_state_with_redelivery_changes_nothing(cut, batch
     for event_id, result in expected.items():
         for key, value in result.metrics.items():
             assert_same(shown[event_id][key], value, f"metrics[{event_id}]{key}")
+
+
+# ---------------------------------------------------------------------------------------------- channels
+@pytest.mark.parametrize("cap", [1, 2, 20])
+@pytest.mark.parametrize("seed", [5, 6])
+def test_channels_beyond_the_cap_are_folded_into_other(seed, cap):
+    arrivals = scenario(seed, {"ch-1": Shape(attendees=40, no_shows=6), "ch-2": Shape(attendees=25)})
+    settings = Settings(max_channels_per_event=cap)
+    raw = kafka_records(arrivals, 2, seed=seed)
+    got = run_records(raw, settings, batch_size=97, partitions=2, wall_start=NOW_S)
+    expected = compare(got, arrivals, got.processor, params=replace(PARAMS, max_channels=cap))
+    reserved = {"walk_in", "unknown", "other"}
+    for event_id, result in expected.items():
+        records = [r for _, r in arrivals if r["event_id"] == event_id]
+        costed = {c for r in records for c in r.get("channel_costs", ())} - reserved
+        distinct = costed | {r.get("channel") for r in records if r["type"] == "registration"} - {None, ""} - reserved
+        names = [c["channel"] for c in result.summary["channels"]]
+        named = {n for n in names if n not in reserved}
+        assert len(named) == min(cap, len(distinct)) and ("other" in names) == (cap < len(distinct)), names
+        assert named >= costed or len(named) == cap, "channels with a cost are kept first"
+        assert sum(c["registrations"] for c in result.summary["channels"]) == result.summary["registrations"]
+        assert sum(c["attendees"] for c in result.summary["channels"]) == result.summary["unique_attendees"]
 
 
 # ---------------------------------------------------------------------------------------------- the simulator

@@ -59,8 +59,12 @@ def _money(seed: int, event_id: str) -> dict:
     rnd = random.Random(f"{seed}-{event_id}")
     if rnd.random() < 0.2:
         return {}
-    return {"cost": rnd.choice([0, 1500, 4999.5, 12000]), "currency": rnd.choice(["EUR", "USD"]),
-            "organizer_id": rnd.choice(["org-a", "org-b"])}
+    money = {"cost": rnd.choice([0, 1500, 4999.5, 12000]), "currency": rnd.choice(["EUR", "USD"]),
+             "organizer_id": rnd.choice(["org-a", "org-b"])}
+    if rnd.random() < 0.7:  # costs of some channels, one nobody registers through ("ads"), one free
+        channels = rnd.sample(("email", "linkedin", "partner", "ads", "unknown"), rnd.randint(1, 4))
+        money["channel_costs"] = {c: rnd.choice([0, 250, 1200.5]) for c in channels}
+    return money
 
 
 def webinar(rnd: random.Random, event_id: str, t0: int, shape: Shape) -> list[tuple[str, dict]]:

@@ -36,6 +36,7 @@ from operator import add
 from sys import intern
 from typing import Any
 
+from streams.domain.channels import ChannelTally
 from streams.domain.presence import NO_IDLE, RANK_LEAVE, RANK_OTHER, RANK_SIGNAL, Presence, Session
 from streams.domain.scoring import (
     GRADES,
@@ -90,6 +91,7 @@ class Params:
     max_polls: int = 64  # distinct polls per attendee
     max_accounts: int = 8  # distinct account ids per attendee
     max_polls_seen: int = 256  # distinct polls per event
+    max_channels: int = 20
 
     @classmethod
     def from_settings(cls, s) -> Params:
@@ -108,6 +110,7 @@ class Params:
             max_polls=s.max_polls_per_attendee,
             max_accounts=s.max_accounts_per_attendee,
             max_polls_seen=s.max_polls_per_event,
+            max_channels=s.max_channels_per_event,
         )
 
 
@@ -665,6 +668,7 @@ class EventState:
         covered: set[str] = set()
         polls_seen = len(self.polls_seen)
         key_accounts = self.key_accounts
+        tally = ChannelTally()
         for aid in sorted(self.attendees):
             a = self.attendees[aid]
             counts = a.counts
@@ -677,6 +681,7 @@ class EventState:
             if not a.ever_present:
                 if a.registered or a.has_activity():
                     grades["D"] += 1  # a no-show lead scores 0
+                    tally.add(a.registered, a.channel, False, 0, 0.0, "D")
                 continue
             unique += 1
             if a.is_present(as_of, idle):
@@ -703,7 +708,9 @@ class EventState:
                 cta_clicked=counts[CTA_CLICK] > 0,
             )
             score_sum += score
-            grades[grade(p.grades, score)] += 1
+            g = grade(p.grades, score)
+            grades[g] += 1
+            tally.add(a.registered, a.channel, True, dwell, score, g)
         total_dwell = dwell_ms / 1000
         self.settled_dwell_ms = settled_ms
         self.open_count = current
@@ -728,6 +735,7 @@ class EventState:
             "engagement_score": score_sum / unique if unique else 0.0,
             "key_account_attendees": key_attendees,
             **self._marketing(registrations, unique, key_attendees, len(covered), grades),
+            "channels": tally.figures(p.max_channels, self.meta.get("channel_costs")),
         }
 
     def _marketing(self, registrations: int, unique: int, key_attendees: int, covered: int, grades: dict) -> dict:
@@ -1023,7 +1031,7 @@ class EventState:
 _OPEN = 1 << 62
 # Metadata kept from lifecycle records (the last value given wins).
 META_FIELDS = ("title", "scheduled_start", "scheduled_end", "cost", "currency", "organizer_id", "attribution_days",
-               "attribution_days_key_accounts", "presence")
+               "attribution_days_key_accounts", "presence", "channel_costs")
 _LEAD_TYPES = ("join", "leave", "heartbeat", "chat", "question", "poll_vote", "reaction", "cta_click")
 
 

@@ -150,6 +150,7 @@ class LivePulseCollector:
     def collect(self):
         proc = self.processor
         yield from self._event_metrics(proc)
+        yield from channel_metrics(proc)
         yield from self._roi_metrics(proc)
         yield from self._pipeline_metrics(proc)
 
@@ -389,6 +390,54 @@ class LivePulseCollector:
                                     "Current spacing of live snapshot rounds: the configured interval, or longer when "
                                     "a round would otherwise take more than LIVEPULSE_SNAPSHOT_MAX_SHARE of the time.",
                                     value=self.snapshots.spacing_s)
+
+
+CHANNEL_GAUGES = (
+    ("livepulse_channel_registrations", "Registrations through the registration channel.", "registrations"),
+    ("livepulse_channel_attendees", "Attendees ever present who came through the channel (walk_in: walk-ins).",
+     "attendees"),
+    ("livepulse_channel_avg_dwell_seconds", "Mean dwell of the channel's attendees.", "avg_dwell_seconds"),
+    ("livepulse_channel_engagement_score", "Mean engagement score of the channel's attendees (0-100).",
+     "engagement_score"),
+    ("livepulse_channel_mqls", "The channel's marketing-qualified leads (grade A or B) so far.", "mqls"),
+)
+CHANNEL_COST_GAUGES = (
+    ("livepulse_channel_cost_per_registration", "Channel cost / its registrations, in the event's currency.",
+     "cost_per_registration"),
+    ("livepulse_channel_cost_per_attendee", "Channel cost / its attendees, in the event's currency.",
+     "cost_per_attendee"),
+    ("livepulse_channel_cost_per_mql", "Channel cost / its MQLs, in the event's currency.", "cost_per_mql"),
+)
+
+
+def channel_metrics(proc: Processor):
+    """Figures per registration channel of the latest snapshot or summary (docs/semantics.md "Figures per
+    registration channel"); the `channel` label is bounded by LIVEPULSE_MAX_CHANNELS_PER_EVENT (+ walk_in, unknown,
+    other)."""
+    labels = ["event_id", "channel"]
+    gauges = {name: GaugeMetricFamily(name, doc, labels=labels) for name, doc, _ in CHANNEL_GAUGES}
+    ratio = GaugeMetricFamily("livepulse_channel_attendance_ratio",
+                              "Registered attendees present / registrations, per registration channel.", labels=labels)
+    grades = GaugeMetricFamily("livepulse_channel_leads", "The channel's leads by grade so far.",
+                               labels=[*labels, "grade"])
+    costs = {name: GaugeMetricFamily(name, doc, labels=[*labels, "currency"]) for name, doc, _ in CHANNEL_COST_GAUGES}
+    for event_id, view in proc.views.items():
+        if event_id not in proc.events:
+            continue
+        currency = view["currency"] or NO_CURRENCY
+        for row in view["channels"]:
+            ids = [event_id, row["channel"]]
+            for name, _, field in CHANNEL_GAUGES:
+                gauges[name].add_metric(ids, row[field])
+            if row["attendance_rate"] is not None:
+                ratio.add_metric(ids, row["attendance_rate"])
+            for grade, n in row["leads_by_grade"].items():
+                grades.add_metric([*ids, grade], n)
+            for name, _, field in CHANNEL_COST_GAUGES:
+                if row[field] is not None:
+                    costs[name].add_metric([*ids, currency], row[field])
+    yield from gauges.values()
+    yield from (ratio, grades, *costs.values())
 
 
 def worker_registry(collector: LivePulseCollector) -> CollectorRegistry:

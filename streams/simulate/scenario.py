@@ -24,7 +24,20 @@ import orjson
 FIXED_START_MS = 1_768_489_200_000  # 2026-01-15T15:00:00Z: the default start, so that output is reproducible
 DAY_MS = 86_400_000
 LOBBY_MS = 300_000  # the lobby opens (earliest joins) 5 minutes before the start
-CHANNELS = ("email", "email", "email", "social", "partner", "website", "sales", "paid")
+CHANNELS = ("email", "email", "email", "social", "partner", "website", "sales", "paid_social")
+# How the people each registration channel brings behave (attend: likelihood to attend, stay: to stay to the end
+# once there), so that the figures per channel differ as marketers see them differ: partner and sales invitations
+# attend more and stay, paid social attends least and leaves soonest. See _assign_channels.
+CHANNEL_BEHAVIOUR = {
+    "email": (0.45, 0.55),
+    "social": (0.35, 0.45),
+    "partner": (0.65, 0.75),
+    "website": (0.5, 0.55),
+    "sales": (0.6, 0.7),
+    "paid_social": (0.25, 0.25),
+}
+# What promoting the webinar through each paid channel cost (the `scheduled` record's channel_costs).
+CHANNEL_COSTS = {"paid_social": 1500, "partner": 1000, "social": 300, "email": 150}
 CLIENTS = ("web", "web", "web", "mobile", "desktop")
 # offsets of the RFC 3339 timestamps a share of clients send (the same instant written in local time)
 OFFSETS = (0, 0, 60, -300, 330, 540)
@@ -61,6 +74,7 @@ class ScenarioConfig:
     rfc3339_rate: float = 0.05  # share of records stamped with an RFC 3339 string instead of epoch ms
     cost: float = 5000.0
     currency: str = "EUR"
+    channel_costs: dict = field(default_factory=lambda: dict(CHANNEL_COSTS))  # {} sends none
     title: str | None = None
     extra: dict = field(default_factory=dict)  # merged into the `scheduled` record
 
@@ -102,11 +116,12 @@ class _Timeline:
         self.seq = count(1)
         self.items: list[tuple[int, int, dict]] = []  # (ts, n, record)
 
-    def add(self, ts: int, attendee: str, kind: str, **fields: object) -> None:
+    def add(self, ts: int, attendee: str, kind: str, **fields: object) -> dict:
         n = next(self.seq)
         rec = {"id": f"{self.cfg.event_id}-{n}", "event_id": self.cfg.event_id, "attendee_id": attendee,
                "type": kind, "ts": int(ts), **fields}
         self.items.append((int(ts), n, rec))
+        return rec
 
 
 @dataclass
@@ -115,6 +130,7 @@ class _Person:
     account: str | None
     key_account: bool
     registered: bool
+    registration: dict | None = None  # their registration record (its channel is set once their behaviour is known)
 
 
 def generate(cfg: ScenarioConfig) -> list[SimRecord]:
@@ -131,7 +147,8 @@ def generate(cfg: ScenarioConfig) -> list[SimRecord]:
         {"event_id": cfg.event_id, "type": "scheduled", "ts": start - 15 * DAY_MS,
          "title": cfg.title or f"Webinar {cfg.event_id.removeprefix('webinar-')}",
          "scheduled_start": start, "scheduled_end": end, "cost": cfg.cost, "currency": cfg.currency,
-         "key_accounts": key_accounts, **cfg.extra},
+         "key_accounts": key_accounts, **({"channel_costs": cfg.channel_costs} if cfg.channel_costs else {}),
+         **cfg.extra},
         {"event_id": cfg.event_id, "type": "started", "ts": start},
         {"event_id": cfg.event_id, "type": "ended", "ts": end},
     ]
@@ -149,10 +166,10 @@ def generate(cfg: ScenarioConfig) -> list[SimRecord]:
         else:
             ago = rng.randint(7 * DAY_MS, 14 * DAY_MS)  # early birds
         person = _Person(f"{cfg.attendee_prefix}{i}", account, key, True)
-        fields: dict[str, object] = {"channel": rng.choice(CHANNELS)}
+        fields: dict[str, object] = {"channel": rng.choice(CHANNELS)}  # (drawn, then replaced by _assign_channels)
         if account:
             fields["account_id"] = account
-        tl.add(start - ago, person.attendee_id, "registration", **fields)
+        person.registration = tl.add(start - ago, person.attendee_id, "registration", **fields)
         people.append(person)
     for i in range(round(cfg.registrants * cfg.walk_in_rate)):
         people.append(_Person(f"{cfg.attendee_prefix}w{i}", None, False, False))
@@ -180,6 +197,7 @@ def generate(cfg: ScenarioConfig) -> list[SimRecord]:
             join = start + rng.randint(ramp, max(ramp + 1, int(dur * 0.7)))  # late joiners
         attendees.append((p, join))
 
+    stayed: dict[str, bool] = {}
     for p, join in attendees:
         # when they go, and how
         r = rng.random()
@@ -191,6 +209,7 @@ def generate(cfg: ScenarioConfig) -> list[SimRecord]:
         else:
             depart = end + rng.randint(-240_000, 60_000)  # stays to the end (a few stay past `ended`)
         depart = max(depart, join + 30_000)
+        stayed[p.attendee_id] = depart >= end - 240_000
 
         # sessions: (from, to, leave record at `to`?)
         sessions: list[tuple[int, int, bool]] = []
@@ -260,7 +279,28 @@ def generate(cfg: ScenarioConfig) -> list[SimRecord]:
             if join < t < end:
                 tl.add(t, p.attendee_id, "chat" if rng.random() < 0.7 else "reaction")
 
+    _assign_channels(cfg, people, stayed)
     return _deliver(cfg, rng, tl, lifecycle)
+
+
+def _assign_channels(cfg: ScenarioConfig, people: list[_Person], stayed: dict[str, bool]) -> None:
+    """Give each registration a channel by what its person did: drawn with weights share in CHANNELS x attend
+    (attended) or 1 - attend (no-show), x stay or 1 - stay (stayed to the end or not), so that partner
+    registrants attend and stay more and paid social ones less. Drawn from a generator of its own, after the
+    fact: everything else about the webinar is what it would be without channels."""
+    rng = random.Random(f"livepulse:channels:{cfg.seed}:{cfg.event_id}")
+    names = sorted(CHANNEL_BEHAVIOUR)
+    prior = {c: CHANNELS.count(c) for c in names}
+    for p in people:
+        if p.registration is None:
+            continue
+        if p.attendee_id not in stayed:
+            weights = [prior[c] * (1 - CHANNEL_BEHAVIOUR[c][0]) for c in names]
+        else:
+            attend, stay = zip(*(CHANNEL_BEHAVIOUR[c] for c in names))
+            weights = [prior[c] * a * (s if stayed[p.attendee_id] else 1 - s)
+                       for c, a, s in zip(names, attend, stay)]
+        p.registration["channel"] = rng.choices(names, weights)[0]
 
 
 def _stamp(ts: int, rng: random.Random, rate: float) -> int | str:

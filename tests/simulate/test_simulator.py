@@ -18,9 +18,12 @@ from click.testing import CliRunner
 
 from streams.broker import free_port
 from streams.ingest.decode import Rejection, decode_event, decode_interaction
+from streams.processor import RawRecord
+from streams.settings import Settings
 from streams.simulate.cli import parse_duration, parse_start, replay_command, simulate_command
 from streams.simulate.produce import pacing_anchor, read_jsonl, write_jsonl
 from streams.simulate.scenario import (
+    CHANNEL_BEHAVIOUR,
     FIXED_START_MS,
     LOBBY_MS,
     ScenarioConfig,
@@ -29,6 +32,7 @@ from streams.simulate.scenario import (
     generate,
     generate_many,
 )
+from streams.testing import run_records
 
 NOW = FIXED_START_MS + 30 * 86_400_000  # "now" for the decoder: a month after the simulated webinars
 
@@ -131,6 +135,23 @@ def test_the_webinar_looks_like_one():
     leaves = Counter((d["ts"] - cfg.start) // 60_000 for d in interactions if d["type"] == "leave")
     drop_minute = int(cfg.duration_s * cfg.drop_at) // 60
     assert leaves[drop_minute] > 3 * (sum(leaves.values()) / max(1, len(leaves)))
+
+
+def test_channels_bring_different_audiences():
+    """Partner invitations attend more and stay longer than paid social (figures through the real processor)."""
+    cfg = ScenarioConfig(seed=3, registrants=1000)
+    settings = Settings()
+    raw = [RawRecord(settings.topic_events if r.topic == "events" else settings.topic_interactions, 0, n, r.key,
+                     r.value) for n, r in enumerate(generate(cfg))]
+    (summary,) = run_records(raw, settings, wall_start=NOW / 1000).summaries.values()
+    rows = {r["channel"]: r for r in summary["channels"]}
+    assert set(CHANNEL_BEHAVIOUR) | {"walk_in"} == set(rows)
+    partner, paid = rows["partner"], rows["paid_social"]
+    assert partner["attendance_rate"] > 1.5 * paid["attendance_rate"]
+    assert partner["avg_dwell_seconds"] > 1.2 * paid["avg_dwell_seconds"]
+    assert partner["engagement_score"] > paid["engagement_score"]
+    assert paid["cost"] == cfg.channel_costs["paid_social"] and paid["cost_per_mql"] > partner["cost_per_mql"]
+    assert 0.35 <= summary["attendance_rate"] <= 0.55, "the channel mix keeps the overall attendance realistic"
 
 
 def test_heartbeats_every_30_s_while_present():

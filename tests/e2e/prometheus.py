@@ -27,9 +27,50 @@ def alertmanager_binary() -> str | None:
     return shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
 
 
-class PrometheusServer:
+class _Server:
+    """A Prometheus-family server as a child process, ready once /-/ready answers 200."""
+
+    name = "server"
+    url: str
+    log_path: Path
+    proc: subprocess.Popen | None
+
+    def _launch(self, argv: list[str], timeout: float) -> None:
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.3)
+        raise AssertionError(f"{self.name} not ready after {timeout} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+class PrometheusServer(_Server):
     """Scrapes `targets` (host:port of /metrics) as job "livepulse" every second and evaluates `rules` every second;
     sends alerts to `alertmanager` (host:port) with `external_labels` when given."""
+
+    name = "prometheus"
 
     def __init__(self, tmp: Path, targets: list[str], rules: list[dict], *, alertmanager: str | None = None,
                  external_labels: dict[str, str] | None = None) -> None:
@@ -52,32 +93,9 @@ class PrometheusServer:
     def start(self, timeout: float = 60.0) -> PrometheusServer:
         binary = prometheus_binary()
         assert binary, "prometheus is not installed"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [binary, f"--config.file={self.tmp / 'prometheus.yml'}", f"--storage.tsdb.path={self.tmp / 'tsdb'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-                stdout=log, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"prometheus exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"prometheus not ready after {timeout} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        self._launch([binary, f"--config.file={self.tmp / 'prometheus.yml'}", f"--storage.tsdb.path={self.tmp / 'tsdb'}",
+                      f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"], timeout)
+        return self
 
     def _get(self, path: str, **params: str) -> dict:
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}" if params else f"{self.url}{path}"
@@ -109,15 +127,11 @@ class PrometheusServer:
     def targets_up(self) -> int:
         return sum(1 for t in self._get("/api/v1/targets")["activeTargets"] if t["health"] == "up")
 
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
-
-class AlertmanagerServer:
+class AlertmanagerServer(_Server):
     """A real Alertmanager with `config` (a dict: routes, inhibitions, receivers), no clustering."""
+
+    name = "alertmanager"
 
     def __init__(self, tmp: Path, config: dict) -> None:
         self.tmp = tmp / "alertmanager"
@@ -131,44 +145,16 @@ class AlertmanagerServer:
     def start(self, timeout: float = 30.0) -> AlertmanagerServer:
         binary = alertmanager_binary()
         assert binary, "alertmanager is not installed"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [binary, f"--config.file={self.tmp / 'alertmanager.yml'}", f"--storage.path={self.tmp / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=", "--log.level=warn"],
-                stdout=log, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"alertmanager exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"alertmanager not ready after {timeout} s:\n{self.log_tail()}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        self._launch([binary, f"--config.file={self.tmp / 'alertmanager.yml'}", f"--storage.path={self.tmp / 'data'}",
+                      f"--web.listen-address=127.0.0.1:{self.port}", "--cluster.listen-address=",
+                      "--log.level=warn"], timeout)
+        return self
 
     def alerts(self) -> list[dict]:
         """Every alert Alertmanager holds, inhibited ones included (status.inhibitedBy)."""
         url = f"{self.url}/api/v2/alerts?active=true&inhibited=true&silenced=true&unprocessed=true"
         with urllib.request.urlopen(url, timeout=10) as r:
             return orjson.loads(r.read())
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
 
 class Receivers:

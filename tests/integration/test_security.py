@@ -31,6 +31,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Self
 
 import orjson
 import pytest
@@ -93,31 +94,53 @@ class Tansu:
                 self.proc.wait()
 
 
-class TlsProxy:
-    """TLS (optionally mutual) on `port`, plaintext to tansu: the TLS endpoint tansu 0.6.0 cannot offer itself."""
+class _FrontServer:
+    """A TCP server in front of tansu on a thread of its own (its own event loop); subclasses handle connections."""
 
-    def __init__(self, port: int, upstream_port: int, context: ssl.SSLContext) -> None:
-        self.port, self.upstream_port, self.context = port, upstream_port, context
-        self.sessions = 0  # TLS handshakes completed
-        self.peer_subjects: set[str] = set()
+    name = "front"
+
+    def __init__(self, port: int, upstream_port: int) -> None:
+        self.port, self.upstream_port = port, upstream_port
         self.loop = asyncio.new_event_loop()
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tls-proxy", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
 
-    def start(self) -> TlsProxy:
+    def start(self) -> Self:
         self._thread.start()
-        assert self._ready.wait(10), "TLS proxy did not start"
+        assert self._ready.wait(10), f"{self.name} did not start"
         return self
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
 
+    def _server_options(self) -> dict:
+        return {}
+
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self.context))
+        self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port,
+                                                          **self._server_options()))
         self._ready.set()
         self.loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class TlsProxy(_FrontServer):
+    """TLS (optionally mutual) on `port`, plaintext to tansu: the TLS endpoint tansu 0.6.0 cannot offer itself."""
+
+    name = "TLS proxy"
+
+    def __init__(self, port: int, upstream_port: int, context: ssl.SSLContext) -> None:
+        super().__init__(port, upstream_port)
+        self.context = context
+        self.sessions = 0  # TLS handshakes completed
+        self.peer_subjects: set[str] = set()
+
+    def _server_options(self) -> dict:
+        return {"ssl": self.context}
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.sessions += 1
@@ -145,7 +168,7 @@ class TlsProxy:
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
-class SaslPlainFront:
+class SaslPlainFront(_FrontServer):
     """SASL PLAIN on `port` (the mechanism tansu 0.6.0 lacks), everything else passed to tansu unchanged.
 
     SaslHandshake (api key 17, v0/v1) is answered with [PLAIN]; SaslAuthenticate (36, v0/v1) checks the RFC 4616
@@ -153,28 +176,12 @@ class SaslPlainFront:
     connection is a plain pipe to tansu, which advertises this port so that every client connection comes here.
     """
 
+    name = "SASL front"
+
     def __init__(self, port: int, upstream_port: int, user: str, password: str) -> None:
-        self.port, self.upstream_port = port, upstream_port
+        super().__init__(port, upstream_port)
         self.user, self.password = user.encode(), password.encode()
         self.logins = self.refused = 0
-        self.loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sasl-front", daemon=True)
-
-    def start(self) -> SaslPlainFront:
-        self._thread.start()
-        assert self._ready.wait(10), "SASL front did not start"
-        return self
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port))
-        self._ready.set()
-        self.loop.run_forever()
 
     @staticmethod
     def _frame(correlation_id: int, body: bytes) -> bytes:
